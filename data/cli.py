@@ -1,0 +1,50 @@
+"""Small helpers shared by the command-line entry points (the only code that prints)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+from collections.abc import Callable
+
+from tqdm.auto import tqdm
+
+EXIT_USAGE = 2
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every default in ``--help`` and keeps the description's line breaks."""
+
+
+def fail(message: str, *, hint: str | None = None) -> int:
+    """Print a user-facing error paragraph to stderr; returns exit code 2."""
+    text = " ".join(message.split()) if "\n" not in message else message
+    print(textwrap.fill(text, 99) if "\n" not in text else text, file=sys.stderr)
+    if hint:
+        print(textwrap.fill(hint, 99), file=sys.stderr)
+    return EXIT_USAGE
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def progress_bar(desc: str, unit: str = "eraser") -> tuple[Callable[[int, int], None],
+                                                           Callable[[], None]]:
+    """A ``(done, total)`` callback drawing a tqdm bar, and a function that closes it."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+        bar.n = done
+        bar.refresh()
+
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return update, close

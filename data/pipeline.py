@@ -1,0 +1,126 @@
+"""From cached uint8 erasers to normalised training batches, on the training device.
+
+The fast path keeps the whole ``(N, 6, S, S)`` uint8 tensor on the device and builds each
+batch by indexing it: no per-sample Python, no host-to-device copy per step, augmentation
+batched by kornia. :class:`EraserDataset` offers the same samples through the standard
+``Dataset``/``DataLoader`` protocol; both go through :class:`Preprocessor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from data.augment import AugmentConfig, build_augmenter
+
+
+def channel_stats(images: np.ndarray | torch.Tensor,
+                  channels: Sequence[int]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units; pass the training split only."""
+    x = torch.as_tensor(images)[:, list(channels)]
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    # accumulate in float64 over chunks: exact enough, and no float copy of the whole set
+    s = torch.zeros(len(channels), dtype=torch.float64)
+    s2 = torch.zeros(len(channels), dtype=torch.float64)
+    for start in range(0, x.shape[0], 256):
+        chunk = x[start:start + 256].to(torch.float64)
+        s += chunk.sum(dim=(0, 2, 3))
+        s2 += (chunk * chunk).sum(dim=(0, 2, 3))
+    mean = s / n
+    std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
+    return (mean / 255).tolist(), (std / 255).clamp_min(1e-3).tolist()
+
+
+class Preprocessor(nn.Module):
+    """uint8 ``(B, 6, S, S)`` -> selected channels -> [0, 1] -> augment (train) -> normalise."""
+
+    def __init__(self, channels: Sequence[int], mean: Sequence[float], std: Sequence[float],
+                 augment: AugmentConfig | None = None):
+        super().__init__()
+        self.register_buffer("channels", torch.tensor(list(channels), dtype=torch.long))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.augmenter = build_augmenter(augment) if augment is not None else None
+
+    def forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
+        x = x.index_select(1, self.channels).float().div_(255.0)
+        if train and self.augmenter is not None:
+            x = self.augmenter(x).clamp_(0.0, 1.0)
+        return (x - self.mean) / self.std
+
+
+def balanced_weights(codes: Sequence[str]) -> torch.Tensor:
+    """Sampling weight per eraser so that every ``X_Y`` class is drawn equally often."""
+    values, inverse, counts = np.unique(np.asarray(codes), return_inverse=True,
+                                        return_counts=True)
+    del values
+    return torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
+
+
+class DeviceBatches:
+    """Batches of indices into a device-resident uint8 tensor.
+
+    ``images`` stays uint8 on ``device`` (4x smaller than float); only the batch being used is
+    converted. ``sampling`` is ``shuffle`` or ``balanced`` (class-balanced with replacement).
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, targets: np.ndarray,
+                 device: torch.device | str, *, batch_size: int, sampling: str = "shuffle",
+                 codes: Sequence[str] | None = None, seed: int = 0):
+        self.device = torch.device(device)
+        pin = self.device.type == "cuda"
+        images = torch.as_tensor(images)
+        self.images = (images.pin_memory() if pin else images).to(self.device,
+                                                                   non_blocking=True)
+        self.targets = torch.as_tensor(targets, dtype=torch.float32).to(self.device)
+        self.batch_size = batch_size
+        self.sampling = sampling
+        self.generator = torch.Generator().manual_seed(seed)
+        self.weights = balanced_weights(codes) if sampling == "balanced" else None
+        if sampling == "balanced" and codes is None:
+            raise ValueError("balanced sampling needs the X_Y codes")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def epoch(self, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor,
+                                                             torch.Tensor]]:
+        """Yields ``(index, uint8 batch, targets)``; the last partial batch is kept."""
+        n = len(self.images)
+        if not shuffle:
+            order = torch.arange(n)
+        elif self.weights is not None:
+            order = torch.multinomial(self.weights, n, replacement=True,
+                                      generator=self.generator)
+        else:
+            order = torch.randperm(n, generator=self.generator)
+        order = order.to(self.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield idx, self.images[idx], self.targets[idx]
+
+
+class EraserDataset(Dataset):
+    """The standard-protocol twin of :class:`DeviceBatches` (for DataLoader users).
+
+    Yields ``(float (C, S, S), targets (2,))`` prepared by the same :class:`Preprocessor`, so
+    without augmentation both paths give identical tensors.
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, targets: np.ndarray,
+                 preprocessor: Preprocessor, train: bool = False):
+        self.images = torch.as_tensor(images)
+        self.targets = torch.as_tensor(targets, dtype=torch.float32)
+        self.preprocessor = preprocessor
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.preprocessor(self.images[i:i + 1], train=self.train)[0]
+        return x, self.targets[i]

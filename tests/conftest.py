@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny deliveries written in the real MILAN format."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# Two cores on CI: keep torch from oversubscribing them in every test process.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+CODES = ("0_0", "0_1", "1_0", "1_1")
+
+
+def write_delivery(folder: Path, n: int = 12, size: int = 16, seed: int = 0,
+                   ids: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Random erasers as ``arrays/<ID>.npy`` plus both label CSVs; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    (folder / "arrays").mkdir(parents=True, exist_ok=True)
+    ids = ids or [f"E{i:03d}" for i in range(n)]
+    arrays = {}
+    for k in ids:
+        arr = rng.integers(0, 256, size=(size, size, 6), dtype=np.uint8)
+        np.save(folder / "arrays" / f"{k}.npy", arr)
+        arrays[k] = arr
+    codes = [CODES[i % 4] for i in range(len(ids))]
+    (folder / "multi.csv").write_text(
+        "ID,label\n" + "".join(f"{k},{c}\n" for k, c in zip(ids, codes, strict=True)))
+    (folder / "binary.csv").write_text(
+        "ID,error\n" + "".join(f"{k}.npy,{int(c != '0_0')}\n"
+                               for k, c in zip(ids, codes, strict=True)))
+    return arrays
+
+
+@pytest.fixture
+def delivery(tmp_path: Path) -> Path:
+    folder = tmp_path / "delivery"
+    write_delivery(folder)
+    return folder
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"

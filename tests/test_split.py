@@ -1,0 +1,58 @@
+from collections import Counter
+
+import pytest
+
+from data.split import Split, SplitError, k_for_fraction, make_split
+
+IDS = [f"P{p:03d}_E{e:02d}" for p in range(30) for e in range(4)]
+CLASSES = [("0_0", "0_1", "1_0", "1_1", "0_0")[i % 5] for i in range(len(IDS))]
+
+
+def test_deterministic_and_seed_dependent():
+    a = make_split(IDS, CLASSES, k=5, seed=3)
+    assert a == make_split(list(reversed(IDS)), list(reversed(CLASSES)), k=5, seed=3)
+    assert a.hash != make_split(IDS, CLASSES, k=5, seed=4).hash
+
+
+def test_folds_are_disjoint_and_cover_everything():
+    split = make_split(IDS, CLASSES, k=5, seed=0)
+    seen = [k for f in split.folds for k in f]
+    assert sorted(seen) == sorted(IDS) and len(seen) == len(set(seen))
+    assert not set(split.train_ids(0)) & set(split.val_ids(0))
+    assert len(split.val_ids(0)) == len(IDS) // 5
+
+
+def test_stratified_on_class():
+    split = make_split(IDS, CLASSES, k=5, seed=0)
+    by_id = dict(zip(IDS, CLASSES, strict=True))
+    overall = Counter(CLASSES)
+    for fold in split.folds:
+        counts = Counter(by_id[k] for k in fold)
+        for c, n in overall.items():
+            assert abs(counts[c] - n / 5) <= 1
+
+
+def test_group_regex_keeps_packs_together():
+    split = make_split(IDS, CLASSES, k=4, seed=0, group_regex=r"^(P\d+)_")
+    for i, fold in enumerate(split.folds):
+        packs = {k.split("_")[0] for k in fold}
+        others = {k.split("_")[0] for j, f in enumerate(split.folds) if j != i for k in f}
+        assert not packs & others
+
+
+def test_group_regex_errors():
+    with pytest.raises(SplitError, match="does not match"):
+        make_split([*IDS, "odd"], [*CLASSES, "0_0"], group_regex=r"^(P\d+)_")
+    with pytest.raises(SplitError, match="not a valid"):
+        make_split(IDS, CLASSES, group_regex="(")
+
+
+def test_save_load_round_trip(tmp_path):
+    split = make_split(IDS, CLASSES, k=5, seed=0)
+    assert Split.load(split.save(tmp_path / "split.json")) == split
+
+
+def test_k_for_fraction():
+    assert k_for_fraction(0.2) == 5 and k_for_fraction(0.25) == 4 and k_for_fraction(0.6) == 2
+    with pytest.raises(SplitError):
+        k_for_fraction(1.5)
