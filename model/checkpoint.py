@@ -1,0 +1,295 @@
+"""The exported model file (``<group>.pth``): build, save atomically, load safely.
+
+A checkpoint is a plain dict of Python scalars, strings, lists, dicts and CPU tensors (see
+SPEC.md, "The exported model"), so it loads with ``torch.load(path, weights_only=True)`` and
+never needs arbitrary unpickling. :func:`load` rebuilds a ready-to-run
+:class:`~model.inference.InspectionModel` from it in one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import platform
+import tempfile
+import warnings
+import zipfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import SOURCE_CHANNELS, CNNConfig
+from .inference import InspectionModel
+from .metrics import GRADED, PROB_NAMES, ThresholdPolicy
+from .net import build_model
+
+log = logging.getLogger(__name__)
+
+FORMAT = "milan-eraser-cnn"
+FORMAT_VERSION = 1
+DEFAULT_SOURCE_SIZE = 310
+
+RESERVED_KEYS = frozenset(
+    {
+        "format",
+        "format_version",
+        "arch",
+        "state_dict",
+        "task",
+        "class_names",
+        "prob_names",
+        "channels",
+        "source_channels",
+        "input_size",
+        "normalization",
+        "thresholds",
+        "threshold_policy",
+        "val_metrics",
+        "versions",
+        "created",
+    }
+)
+REQUIRED_KEYS = ("arch", "state_dict", "normalization", "thresholds")
+VERSIONED_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "optuna", "kornia")
+
+
+class CheckpointError(Exception):
+    """A model file that cannot be used; the message names the file and what to do."""
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` with numpy scalars/arrays, tuples and paths turned into plain types.
+
+    Raises ``TypeError`` naming ``where`` for anything ``weights_only`` loading would refuse,
+    so a bad checkpoint fails when it is made rather than when someone loads it.
+    """
+    # numpy scalars first: np.float64 is a float subclass yet pickles as a numpy global.
+    if isinstance(value, np.generic):
+        return _plain(value.item(), where)
+    if value is None:
+        return value
+    # Coerce subclasses (IntEnum, str enums...) to the base type for the same reason.
+    for base in (bool, int, float, str):
+        if isinstance(value, base):
+            return base(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str | int):
+                raise TypeError(f"checkpoint key {where}[{k!r}] must be a str or int")
+            out[k] = _plain(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(
+        f"checkpoint entry {where} is a {type(value).__name__}; only plain types "
+        "(numbers, strings, lists, dicts, tensors) load with weights_only=True"
+    )
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a model, plus Python's."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    # Accept the module as trained: wrapped by InspectionModel, torch.compile or DataParallel.
+    if isinstance(net, InspectionModel):
+        net = net.net
+    net = getattr(net, "_orig_mod", net)
+    if isinstance(net, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        net = net.module
+    return net
+
+
+def make_checkpoint(
+    *,
+    net: nn.Module,
+    cfg: CNNConfig,
+    mean: Any,
+    std: Any,
+    thresholds: dict[str, float],
+    threshold_policy: ThresholdPolicy | dict[str, Any],
+    metrics: dict[str, float],
+    **meta: Any,
+) -> dict[str, Any]:
+    """The plain-dict checkpoint for ``net`` built from ``cfg``.
+
+    ``mean``/``std``: per selected channel, in [0, 1] units. ``meta`` carries the rest
+    (``study``, ``trial``, ``params``, ``train_config``, ``data_hash``, ``split_hash``...;
+    ``source_size`` overrides the default 310) and must not reuse a reserved key.
+    """
+    clash = sorted(RESERVED_KEYS & set(meta))
+    if clash:
+        raise ValueError(f"make_checkpoint: meta key(s) {clash} are reserved")
+    mean_l = [float(v) for v in np.asarray(mean, dtype=np.float64).reshape(-1)]
+    std_l = [float(v) for v in np.asarray(std, dtype=np.float64).reshape(-1)]
+    if len(mean_l) != cfg.in_channels or len(std_l) != cfg.in_channels:
+        raise ValueError(
+            f"make_checkpoint: need {cfg.in_channels} mean/std values for channels "
+            f"{list(cfg.channels)}, got {len(mean_l)} and {len(std_l)}"
+        )
+    missing = [n for n in PROB_NAMES if n not in thresholds]
+    if missing:
+        raise ValueError(f"make_checkpoint: thresholds lack {missing}")
+    if isinstance(threshold_policy, ThresholdPolicy):
+        threshold_policy = threshold_policy.to_dict()
+    state_dict = {
+        k: v.detach().to("cpu", copy=True).contiguous()
+        for k, v in _unwrap(net).state_dict().items()
+    }
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": cfg.to_dict(),
+        "state_dict": state_dict,
+        "task": cfg.task,
+        "class_names": list(GRADED),
+        "prob_names": list(PROB_NAMES),
+        "channels": list(cfg.channels),
+        "source_channels": list(SOURCE_CHANNELS),
+        "input_size": cfg.input_size,
+        "source_size": DEFAULT_SOURCE_SIZE,
+        "normalization": {"mean": mean_l, "std": std_l},
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+        "threshold_policy": threshold_policy,
+        "val_metrics": dict(metrics),
+    }
+    ckpt.update(meta)
+    ckpt["versions"] = package_versions()
+    ckpt["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return _plain(ckpt, "checkpoint")
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``ckpt`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    ckpt = _plain(ckpt, "checkpoint")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Never leave a half-written model or a stray temp file behind.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("saved checkpoint %s", path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint dict at ``path``, loaded with ``weights_only=True`` on the CPU.
+
+    Raises :class:`CheckpointError` for a missing file, a file that is not a PyTorch save,
+    one that needs arbitrary unpickling (refused for safety), a dict that is not one of ours,
+    or a newer format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"Model file {path} does not exist{' (it is a folder)' if path.is_dir() else ''}. "
+            "Check the path, or export a model first with export_best.py."
+        )
+    try:
+        with warnings.catch_warnings():
+            # A plain pickle (not torch.save) triggers a protocol warning before being judged.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e).lower()
+        # "Unsupported operand": a bare pickle stream, not a torch.save file at all.
+        if "weights only" in text and "unsupported operand" not in text:
+            raise CheckpointError(
+                f"Model file {path} was refused for safety: it contains Python objects that "
+                "only load by running arbitrary code, and we load only plain checkpoints with "
+                "torch.load(weights_only=True). Re-export the model with export_best.py, or "
+                "use a .pth written by this project."
+            ) from e
+        raise _not_torch(path, e) from e
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
+        raise _not_torch(path, e) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"Model file {path} is a PyTorch file but not a MILAN eraser model "
+            f"(no 'format': '{FORMAT}' entry). Use a .pth written by export_best.py."
+        )
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(
+            f"Model file {path} has no valid format version ({version!r}); it is damaged or "
+            "was not written by export_best.py. Re-export the model."
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"Model file {path} has format version {version!r}, newer than this code "
+            f"understands ({FORMAT_VERSION}). Update the project code to load it."
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"Model file {path} is incomplete: it lacks {missing}. Re-export the model with "
+            "export_best.py."
+        )
+    return ckpt
+
+
+def _not_torch(path: Path, err: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"Model file {path} is not a readable PyTorch checkpoint (it is corrupt, truncated or "
+        f"some other kind of file: {type(err).__name__}). Re-export or copy it again."
+    )
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> InspectionModel:
+    """Rebuild the :class:`InspectionModel` of a loaded checkpoint dict (CPU, eval mode)."""
+    try:
+        cfg = CNNConfig.from_dict(ckpt["arch"])
+        net = build_model(cfg)
+        net.load_state_dict(ckpt["state_dict"])
+        norm = ckpt["normalization"]
+        model = InspectionModel(net, cfg, norm["mean"], norm["std"], ckpt["thresholds"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"Model file {source} does not describe a model this code can rebuild ({e}). "
+            "Re-export it with export_best.py from the same project version."
+        ) from e
+    model.meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model.eval()
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> InspectionModel:
+    """One call from a ``.pth`` to a ready-to-run model (eval mode, on ``device``).
+
+    ``device`` may be ``"auto"`` (CUDA when available). The result has ``.meta`` (the
+    checkpoint minus ``state_dict``) and ``.thresholds``.
+    """
+    model = model_from_checkpoint(load_checkpoint(path), str(path))
+    return model.to(_resolve_device(device))

@@ -1,0 +1,201 @@
+"""The architecture of an inspection CNN as one frozen, plain-data dataclass.
+
+:class:`CNNConfig` is the single source of truth for a network: the builder reads only it, and
+the checkpoint stores ``cfg.to_dict()`` (plain lists, strings and numbers) so that a ``.pth``
+loads with ``torch.load(path, weights_only=True)`` and rebuilds the same module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+# Kept here rather than imported from ``data`` because ``model`` must not depend on ``data``;
+# a test checks that both spell the same order.
+SOURCE_CHANNELS: tuple[str, ...] = ("GRAY", "AM", "G", "R", "W", "NORMAL")
+"""Channel order of every delivered ``(H, W, 6)`` array."""
+
+TASKS: tuple[str, ...] = ("binary", "multilabel", "multiclass")
+"""Head types: 1 logit (defect), 2 logits (print, physical), 4 logits (0_0, 0_1, 1_0, 1_1)."""
+
+N_OUTPUTS: dict[str, int] = {"binary": 1, "multilabel": 2, "multiclass": 4}
+
+ACTIVATIONS: tuple[str, ...] = ("relu", "silu", "swish", "gelu", "leaky_relu", "mish")
+POOLS: tuple[str, ...] = ("max", "avg")
+HEAD_POOLS: tuple[str, ...] = ("avg", "max", "flatten")
+KERNEL_SIZES: tuple[int, ...] = (3, 5, 7)
+MIN_DEPTH, MAX_DEPTH = 2, 6
+MIN_CONVS, MAX_CONVS = 1, 3
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass, but True as a width is always a bug.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """A plain VGG-style CNN: ``depth`` conv blocks, each followed by a 2x2 pool, then a head.
+
+    Lists given for the tuple fields are turned into tuples, and numpy scalars into Python
+    numbers, so that configs coming from JSON or an Optuna trial compare and hash normally.
+    Every field is validated; an invalid combination raises ``ValueError``.
+    """
+
+    channels: tuple[str, ...] = SOURCE_CHANNELS
+    input_size: int = 128
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    kernel_sizes: tuple[int, ...] = (3, 3, 3, 3)
+    convs_per_block: int = 2
+    activation: str = "relu"
+    pool: str = "max"
+    spatial_dropout: float = 0.0
+    head_pool: str = "avg"
+    dense_width: int = 128
+    dense_dropout: float = 0.2
+    task: str = "multilabel"
+
+    def __post_init__(self) -> None:
+        self._normalise_types()
+        self._validate()
+
+    def _normalise_types(self) -> None:
+        # object.__setattr__ is the documented way to adjust fields of a frozen dataclass.
+        for name in ("channels", "widths", "kernel_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not hasattr(value, "__iter__"):
+                raise ValueError(f"CNNConfig.{name} must be a sequence, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("widths", "kernel_sizes"):
+            values = getattr(self, name)
+            if not all(_is_int(v) for v in values):
+                raise ValueError(f"CNNConfig.{name} must hold integers, got {list(values)!r}")
+            object.__setattr__(self, name, tuple(int(v) for v in values))
+        for name in ("input_size", "convs_per_block", "dense_width"):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise ValueError(f"CNNConfig.{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("spatial_dropout", "dense_dropout"):
+            value = getattr(self, name)
+            if not _is_number(value):
+                raise ValueError(f"CNNConfig.{name} must be a number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    def _validate(self) -> None:
+        if not self.channels:
+            raise ValueError("CNNConfig.channels is empty; choose at least one channel")
+        unknown = [c for c in self.channels if c not in SOURCE_CHANNELS]
+        if unknown:
+            raise ValueError(
+                f"CNNConfig.channels has unknown channel(s) {unknown}; "
+                f"known: {list(SOURCE_CHANNELS)}"
+            )
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"CNNConfig.channels has duplicates: {list(self.channels)}")
+        canonical = tuple(c for c in SOURCE_CHANNELS if c in self.channels)
+        if self.channels != canonical:
+            # One order everywhere keeps normalisation statistics and weights aligned.
+            raise ValueError(
+                f"CNNConfig.channels must follow the source order {list(SOURCE_CHANNELS)}; "
+                f"write {list(canonical)} instead of {list(self.channels)}"
+            )
+        depth = len(self.widths)
+        if not MIN_DEPTH <= depth <= MAX_DEPTH:
+            raise ValueError(
+                f"CNNConfig.widths gives depth {depth}; it must have {MIN_DEPTH}..{MAX_DEPTH} "
+                "entries (one per conv block)"
+            )
+        if any(w < 1 for w in self.widths):
+            raise ValueError(f"CNNConfig.widths must be positive, got {list(self.widths)}")
+        if len(self.kernel_sizes) != depth:
+            raise ValueError(
+                f"CNNConfig.kernel_sizes has {len(self.kernel_sizes)} entries but there are "
+                f"{depth} blocks; give one kernel size per block"
+            )
+        bad = [k for k in self.kernel_sizes if k not in KERNEL_SIZES]
+        if bad:
+            raise ValueError(
+                f"CNNConfig.kernel_sizes has {bad}; each must be one of {list(KERNEL_SIZES)}"
+            )
+        if not MIN_CONVS <= self.convs_per_block <= MAX_CONVS:
+            raise ValueError(
+                f"CNNConfig.convs_per_block is {self.convs_per_block}; "
+                f"it must be {MIN_CONVS}..{MAX_CONVS}"
+            )
+        if self.input_size < 1:
+            raise ValueError(f"CNNConfig.input_size must be positive, got {self.input_size}")
+        if self.input_size // 2**depth < 1:
+            raise ValueError(
+                f"CNNConfig: input_size {self.input_size} with {depth} pooling blocks leaves "
+                f"a {self.input_size // 2**depth}x{self.input_size // 2**depth} feature map; "
+                f"use input_size >= {2**depth} or fewer blocks"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"CNNConfig.activation {self.activation!r} is unknown; known: {list(ACTIVATIONS)}"
+            )
+        if self.pool not in POOLS:
+            raise ValueError(f"CNNConfig.pool {self.pool!r} is unknown; known: {list(POOLS)}")
+        if self.head_pool not in HEAD_POOLS:
+            raise ValueError(
+                f"CNNConfig.head_pool {self.head_pool!r} is unknown; known: {list(HEAD_POOLS)}"
+            )
+        for name in ("spatial_dropout", "dense_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"CNNConfig.{name} must be in [0, 1), got {value}")
+        if self.dense_width < 0:
+            raise ValueError(
+                f"CNNConfig.dense_width must be >= 0 (0 = no hidden layer), got {self.dense_width}"
+            )
+        if self.task not in TASKS:
+            raise ValueError(f"CNNConfig.task {self.task!r} is unknown; known: {list(TASKS)}")
+
+    @property
+    def depth(self) -> int:
+        """Number of conv blocks (and of 2x2 pooling steps)."""
+        return len(self.widths)
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels the network sees."""
+        return len(self.channels)
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of logits: 1 (binary), 2 (multilabel) or 4 (multiclass)."""
+        return N_OUTPUTS[self.task]
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the last feature map (floor division by 2 per block)."""
+        return self.input_size // 2**self.depth
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CNNConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"CNNConfig.from_dict needs a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"CNNConfig.from_dict: unknown key(s) {unknown}; known: {sorted(known)}"
+            )
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)

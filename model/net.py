@@ -1,0 +1,147 @@
+"""Build the inspection CNN from a :class:`~model.config.CNNConfig`, and measure it.
+
+``build_model`` is pure: no device, no data, no randomness beyond ``torch``'s global generator
+used by the initialisers. Module names are stable and readable
+(``features.block0.conv0``, ``features.block0.bn0``, ..., ``head.fc``, ``head.out``) because
+they are the keys of the checkpoint's ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .config import CNNConfig
+
+LEAKY_SLOPE = 0.01
+"""Negative slope of ``leaky_relu`` (PyTorch's default), also used for its Kaiming gain."""
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module; ``swish`` is an alias of ``silu``."""
+    # In-place where the op allows it: every activation follows a BatchNorm or a Linear whose
+    # output nothing else reads, and it saves a feature map of memory per conv.
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name in ("silu", "swish"):
+        return nn.SiLU(inplace=True)
+    if name == "gelu":
+        return nn.GELU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    if name == "mish":
+        return nn.Mish(inplace=True)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class InspectionCNN(nn.Module):
+    """``features`` (conv blocks) followed by ``head`` (global pool or flatten, dense layers)."""
+
+    def __init__(self, cfg: CNNConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        blocks: OrderedDict[str, nn.Module] = OrderedDict()
+        in_ch = cfg.in_channels
+        for b, (width, k) in enumerate(zip(cfg.widths, cfg.kernel_sizes, strict=True)):
+            layers: OrderedDict[str, nn.Module] = OrderedDict()
+            for c in range(cfg.convs_per_block):
+                # No conv bias: the BatchNorm right after it has its own shift.
+                layers[f"conv{c}"] = nn.Conv2d(in_ch, width, k, padding=k // 2, bias=False)
+                layers[f"bn{c}"] = nn.BatchNorm2d(width)
+                layers[f"act{c}"] = make_activation(cfg.activation)
+                in_ch = width
+            layers["pool"] = nn.MaxPool2d(2) if cfg.pool == "max" else nn.AvgPool2d(2)
+            if cfg.spatial_dropout > 0:
+                layers["drop"] = nn.Dropout2d(cfg.spatial_dropout)
+            blocks[f"block{b}"] = nn.Sequential(layers)
+        self.features = nn.Sequential(blocks)
+
+        head: OrderedDict[str, nn.Module] = OrderedDict()
+        if cfg.head_pool == "avg":
+            head["pool"] = nn.AdaptiveAvgPool2d(1)
+            n_in = in_ch
+        elif cfg.head_pool == "max":
+            head["pool"] = nn.AdaptiveMaxPool2d(1)
+            n_in = in_ch
+        else:
+            n_in = in_ch * cfg.feature_size**2
+        head["flatten"] = nn.Flatten(1)
+        if cfg.dense_width > 0:
+            head["fc"] = nn.Linear(n_in, cfg.dense_width)
+            head["act"] = make_activation(cfg.activation)
+            if cfg.dense_dropout > 0:
+                head["drop"] = nn.Dropout(cfg.dense_dropout)
+            n_in = cfg.dense_width
+        elif cfg.dense_dropout > 0:
+            # Dropout before the output layer still regularises a linear head.
+            head["drop"] = nn.Dropout(cfg.dense_dropout)
+        head["out"] = nn.Linear(n_in, cfg.n_outputs)
+        self.head = nn.Sequential(head)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # ReLU gain for the smooth ReLU-likes (silu, gelu, mish) too, as timm and torchvision do.
+        leaky = self.cfg.activation == "leaky_relu"
+        nonlinearity, a = ("leaky_relu", LEAKY_SLOPE) if leaky else ("relu", 0.0)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=a, mode="fan_out", nonlinearity=nonlinearity)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, a=a, mode="fan_in", nonlinearity=nonlinearity)
+                nn.init.zeros_(m.bias)
+        # A small output layer starts every probability near 0.5 instead of at a random extreme.
+        nn.init.normal_(self.head.out.weight, std=0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, n_outputs)`` for a normalised float input ``(B, C, S, S)``."""
+        return self.head(self.features(x))
+
+
+def build_model(cfg: CNNConfig) -> nn.Module:
+    """A freshly initialised network for ``cfg`` (on the current default device)."""
+    return InspectionCNN(cfg)
+
+
+def complexity(cfg: CNNConfig) -> dict[str, int]:
+    """``params`` (trainable parameters) and ``macs`` (Conv2d + Linear multiply-adds, batch 1).
+
+    Computed analytically from the config; a test cross-checks it against forward hooks.
+    """
+    macs = 0
+    params = 0
+    side = cfg.input_size
+    in_ch = cfg.in_channels
+    for width, k in zip(cfg.widths, cfg.kernel_sizes, strict=True):
+        for _ in range(cfg.convs_per_block):
+            # 'same' padding (odd k, padding k//2) keeps the side length.
+            macs += side * side * width * in_ch * k * k
+            params += width * in_ch * k * k + 2 * width  # conv weight + BN affine
+            in_ch = width
+        side //= 2
+    n_in = in_ch if cfg.head_pool in ("avg", "max") else in_ch * side * side
+    for n_out in ([cfg.dense_width] if cfg.dense_width > 0 else []) + [cfg.n_outputs]:
+        macs += n_in * n_out
+        params += n_in * n_out + n_out
+        n_in = n_out
+    return {"params": params, "macs": macs}
+
+
+def describe(cfg: CNNConfig) -> str:
+    """The architecture in one line, e.g.
+    ``4x[2 conv 3-3-3-3] 32-64-128-256 relu max-pool, avg head 128, multilabel, 6ch@128``.
+    """
+    kernels = "-".join(str(k) for k in cfg.kernel_sizes)
+    widths = "-".join(str(w) for w in cfg.widths)
+    body = f"{cfg.depth}x[{cfg.convs_per_block} conv {kernels}] {widths} {cfg.activation} "
+    body += f"{cfg.pool}-pool"
+    if cfg.spatial_dropout > 0:
+        body += f" sdrop{cfg.spatial_dropout:g}"
+    head = f"{cfg.head_pool} head {cfg.dense_width if cfg.dense_width > 0 else 'linear'}"
+    if cfg.dense_dropout > 0:
+        head += f" drop{cfg.dense_dropout:g}"
+    return f"{body}, {head}, {cfg.task}, {cfg.in_channels}ch@{cfg.input_size}"
