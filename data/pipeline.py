@@ -61,36 +61,54 @@ def balanced_weights(codes: Sequence[str]) -> torch.Tensor:
     return torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
 
 
-class DeviceBatches:
-    """Batches of indices into a device-resident uint8 tensor.
+def to_device(images: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Move a uint8 image tensor to ``device`` once (pinned, non-blocking on CUDA)."""
+    device = torch.device(device)
+    images = torch.as_tensor(images)
+    if images.device == device:
+        return images
+    if device.type == "cuda" and images.device.type == "cpu":
+        images = images.pin_memory()
+    return images.to(device, non_blocking=True)
 
-    ``images`` stays uint8 on ``device`` (4x smaller than float); only the batch being used is
-    converted. ``sampling`` is ``shuffle`` or ``balanced`` (class-balanced with replacement).
+
+class DeviceBatches:
+    """Batches of ``rows`` of a device-resident uint8 tensor.
+
+    ``images`` stays uint8 on the device (4x smaller than float) and may hold more erasers
+    than are trained on (the whole set, shared by every trial of a study); only the batch in
+    use is converted to float. ``sampling`` is ``shuffle`` or ``balanced`` (each ``X_Y``
+    class drawn equally often, with replacement).
     """
 
     def __init__(self, images: np.ndarray | torch.Tensor, targets: np.ndarray,
-                 device: torch.device | str, *, batch_size: int, sampling: str = "shuffle",
+                 device: torch.device | str, *, batch_size: int,
+                 rows: Sequence[int] | None = None, sampling: str = "shuffle",
                  codes: Sequence[str] | None = None, seed: int = 0):
+        if sampling not in ("shuffle", "balanced"):
+            raise ValueError(f"unknown sampling {sampling!r}: shuffle or balanced")
+        if sampling == "balanced" and codes is None:
+            raise ValueError("balanced sampling needs the X_Y codes of the rows")
         self.device = torch.device(device)
-        pin = self.device.type == "cuda"
-        images = torch.as_tensor(images)
-        self.images = (images.pin_memory() if pin else images).to(self.device,
-                                                                   non_blocking=True)
-        self.targets = torch.as_tensor(targets, dtype=torch.float32).to(self.device)
+        self.images = to_device(images, self.device)
+        n = len(self.images) if rows is None else len(rows)
+        self.rows = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        self.rows = self.rows.to(self.device)
+        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32).to(self.device)
         self.batch_size = batch_size
-        self.sampling = sampling
         self.generator = torch.Generator().manual_seed(seed)
         self.weights = balanced_weights(codes) if sampling == "balanced" else None
-        if sampling == "balanced" and codes is None:
-            raise ValueError("balanced sampling needs the X_Y codes")
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.rows)
 
     def epoch(self, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor,
                                                              torch.Tensor]]:
-        """Yields ``(index, uint8 batch, targets)``; the last partial batch is kept."""
-        n = len(self.images)
+        """Yields ``(positions, uint8 batch, targets)``; ``positions`` index into ``rows``.
+
+        The last partial batch is kept: with a few hundred erasers every one counts.
+        """
+        n = len(self.rows)
         if not shuffle:
             order = torch.arange(n)
         elif self.weights is not None:
@@ -100,8 +118,9 @@ class DeviceBatches:
             order = torch.randperm(n, generator=self.generator)
         order = order.to(self.device)
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            yield idx, self.images[idx], self.targets[idx]
+            pos = order[start:start + self.batch_size]
+            idx = self.rows[pos]
+            yield pos, self.images[idx], self.targets[idx]
 
 
 class EraserDataset(Dataset):

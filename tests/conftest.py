@@ -45,3 +45,20 @@ def delivery(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic MILAN delivery (64 erasers at 64 px, half defective)."""
+    from data.synth import generate
+
+    folder = tmp_path_factory.mktemp("synthetic") / "erasers"
+    generate(folder, n=64, seed=0, size=64, defect_rate=0.5, workers=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(synthetic: Path, tmp_path_factory: pytest.TempPathFactory):
+    from data import load_data
+
+    return load_data(synthetic, cache_dir=tmp_path_factory.mktemp("cache"))

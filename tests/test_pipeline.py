@@ -72,3 +72,12 @@ def test_epochs_shuffle_and_balance():
     drawn = torch.cat([t for _ in range(20) for _, _, t in bal.epoch()])
     share = drawn[:, 0].mean().item()
     assert 0.4 < share < 0.6  # the 15 % minority class is drawn about half the time
+
+
+def test_rows_select_a_subset_of_a_shared_tensor():
+    x = images(10)
+    y = np.arange(20).reshape(10, 2)
+    b = DeviceBatches(x, y, "cpu", batch_size=3, rows=[7, 2, 5])
+    got = [(xb, yb) for _, xb, yb in b.epoch(shuffle=False)]
+    torch.testing.assert_close(torch.cat([g[0] for g in got]), torch.from_numpy(x[[7, 2, 5]]))
+    assert torch.cat([g[1] for g in got])[:, 0].tolist() == [14.0, 4.0, 10.0]

@@ -1,0 +1,133 @@
+"""Score erasers with an exported model: one CSV row per eraser, metrics when labels exist.
+
+Columns: id, prob_defect, pred_defect, prob_print, prob_physical, then pred_print,
+pred_physical, prob_no_defect, pred_no_defect. Decisions use the thresholds stored in the
+model (chosen on validation). With labels (--labels, or CSVs next to the images) it prints
+AUC-PR and F1 for defect and one-vs-all for print error, physical error and no defect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import model as model_lib
+from data import DataError, format_problems, load_data
+from data.cache import default_cache_dir
+from data.cli import HelpFormatter, fail, progress_bar, setup_logging
+from model import PROB_NAMES, CheckpointError
+from search.device import DeviceError, resolve_device
+from search.evaluate import graded_table, predict_set, score
+
+COLUMNS = ("id", "prob_defect", "pred_defect", "prob_print", "prob_physical", "pred_print",
+           "pred_physical", "prob_no_defect", "pred_no_defect")
+# CSV column stem -> model.PROB_NAMES entry
+STEMS = {"defect": "defect", "print": "print_error", "physical": "physical_error",
+         "no_defect": "no_defect"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("model", help="exported model (.pth)")
+    p.add_argument("data", help="folder of .npy/PNG files, arrays.zip or images.zip")
+    p.add_argument("--labels", nargs="+", metavar="CSV",
+                   help="label CSV(s) to score against; default: CSVs next to the images")
+    p.add_argument("--out", default=None,
+                   help="CSV to write (default: reports/predictions/<model>_<data>.csv)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=int, default=128, help="erasers per forward pass")
+    p.add_argument("--tta", action="store_true",
+                   help="average over the 8 flips/90-degree rotations of each eraser")
+    p.add_argument("--cache-dir", default=str(default_cache_dir()),
+                   help="decoded-image cache (shared with the other commands)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="load the model and the data, predict nothing")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    return p
+
+
+def write_predictions(path: Path, ids: list[str], probs: np.ndarray,
+                      thresholds: dict[str, float]) -> Path:
+    """Write the per-eraser CSV atomically (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    col = {name: i for i, name in enumerate(PROB_NAMES)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(COLUMNS)
+            for i, eraser_id in enumerate(ids):
+                row: dict[str, object] = {"id": eraser_id}
+                for stem, name in STEMS.items():
+                    p = float(probs[i, col[name]])
+                    row[f"prob_{stem}"] = f"{p:.6f}"
+                    row[f"pred_{stem}"] = int(p >= thresholds[name])
+                w.writerow([row[c] for c in COLUMNS])
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.batch_size < 1:
+        return fail(f"--batch-size must be at least 1, not {args.batch_size}.")
+    try:
+        device = resolve_device(args.device)
+        net = model_lib.load(args.model, device=device)
+    except (CheckpointError, DeviceError) as exc:
+        return fail(str(exc))
+    update, close = progress_bar("loading data")
+    try:
+        data = load_data(args.data, args.labels, require_labels=bool(args.labels),
+                         cache_dir=args.cache_dir, progress=update)
+    except DataError as exc:
+        close()
+        return fail(f"{args.data} cannot be used:\n{format_problems(exc.problems)}")
+    close()
+    meta = net.meta
+    print(f"model   {args.model}: {meta.get('task')} head, {len(net.cfg.channels)} channels "
+          f"({', '.join(net.cfg.channels)}) at {net.cfg.input_size} px"
+          + (f", study {meta['study']} trial {meta['trial']}" if "study" in meta else ""))
+    print(f"data    {len(data)} erasers from {data.source}"
+          + (f", labels {', '.join(data.label_files)}" if data.label_files else ", no labels"))
+    source_size = meta.get("source_size")
+    if source_size and source_size != data.image_size:
+        print(f"warning the model was trained on {source_size} px erasers, these are "
+              f"{data.image_size} px", file=sys.stderr)
+    if args.dry_run:
+        print("dry run: nothing predicted.")
+        return 0
+
+    probs = predict_set(net, data, batch_size=args.batch_size, tta=args.tta)
+    out = Path(args.out) if args.out else (
+        Path("reports") / "predictions"
+        / f"{Path(args.model).stem}_{Path(args.data).resolve().name}.csv")
+    write_predictions(out, data.ids, probs, net.thresholds)
+    print(f"wrote   {out} ({len(data)} rows{', TTA x8' if args.tta else ''})")
+
+    val = meta.get("val_metrics", {})
+    if "defect_precision" in val:
+        print(f"operating point (from validation): defect threshold "
+              f"{net.thresholds['defect']:.3f} -> precision {val['defect_precision']:.3f}, "
+              f"recall {val['defect_recall']:.3f}")
+    if data.targets is not None:
+        metrics = score(net, probs, data.targets)
+        print(f"\n{'class':16s} {'AUC-PR':>7s} {'F1':>7s}   (thresholds from the model)")
+        for name, ap, f1 in graded_table(metrics):
+            print(f"{name:16s} {ap:7.4f} {f1:7.4f}")
+        print(f"{'mean (graded)':16s} {metrics['graded_ap']:7.4f} {metrics['graded_f1']:7.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

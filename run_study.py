@@ -1,0 +1,332 @@
+"""Launch or resume a hyperparameter search for an eraser-inspection CNN.
+
+With no arguments it runs the demo: synthetic MILAN-format data (made once in demo_data/),
+study "demo" in studies.db, a budget that finishes in a few minutes on a CPU. With --data it
+searches your data. Rerunning the same command resumes the study until it holds --n-trials
+finished trials in total. Watch it live with the optuna-dashboard command it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import torch
+from tqdm.auto import tqdm
+
+from data import DataError, SplitError, format_problems, format_summary
+from data.cache import default_cache_dir
+from data.cli import HelpFormatter, fail, progress_bar, setup_logging
+from search.device import (
+    DeviceError,
+    describe_device,
+    resolve_device,
+    threads_per_worker,
+    worker_device,
+)
+from search.session import best_trials, make_objective, prepare, run
+from search.space import SearchSpace
+from search.study import (
+    PRUNERS,
+    SAMPLERS,
+    StudyError,
+    mask_url,
+    n_finished,
+    storage_url,
+)
+from search.train import EpochReport
+
+DEMO_DIR = Path("demo_data")
+DEMO = {"n": 300, "seed": 1, "n_trials": 12, "epochs": 8, "sizes": (48, 64),
+        "base_widths": (8, 16), "depth": (2, 4), "batch_sizes": (32, 64)}
+FULL = {"n_trials": 50, "epochs": 30, "sizes": (96, 128, 160)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="folder of .npy/PNG files, arrays.zip or images.zip (with "
+                   "the label CSVs next to them); default: the synthetic demo set")
+    g.add_argument("--labels", nargs="+", metavar="CSV",
+                   help="label CSV(s); default: the CSVs found next to the images")
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of erasers held out for validation (stratified on X_Y)")
+    g.add_argument("--group-regex", default=None,
+                   help="keep erasers whose ids share this regex's first group (a pack) on "
+                   "one side of the split, e.g. '^(P\\d+)_'")
+    g.add_argument("--cache-dir", default=str(default_cache_dir()),
+                   help="decoded-image cache (reused by later runs)")
+    g = p.add_argument_group("study")
+    g.add_argument("--study", default=None, help="study name (default: demo, or the data "
+                   "folder's name with --data)")
+    g.add_argument("--storage", default=None, help="SQLAlchemy URL; default: "
+                   "$OPTUNA_STORAGE, else sqlite:///studies.db")
+    g.add_argument("--artifact-dir", default=None,
+                   help="where trial weights and figures go (default: artifacts/ next to a "
+                   "SQLite file, else ./artifacts)")
+    g.add_argument("--n-trials", type=int, default=None,
+                   help=f"finished trials the study should hold in total (default: "
+                   f"{DEMO['n_trials']} for the demo, {FULL['n_trials']} with --data)")
+    g.add_argument("--timeout", type=float, default=None,
+                   help="stop starting new trials after this many seconds")
+    g.add_argument("--epochs", type=int, default=None,
+                   help=f"max epochs per trial (default: {DEMO['epochs']} demo, "
+                   f"{FULL['epochs']} with --data)")
+    g.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help=f"input sizes to search (default: {DEMO['sizes']} demo, "
+                   f"{FULL['sizes']} with --data)")
+    g.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="search strategy")
+    g.add_argument("--pruner", choices=PRUNERS, default="hyperband",
+                   help="stops hopeless trials early")
+    g.add_argument("--metric", choices=("graded_ap", "defect_ap", "graded_f1"),
+                   default="graded_ap", help="validation metric to maximise (graded_ap: mean "
+                   "AUC-PR over print error, physical error, no defect)")
+    g.add_argument("--min-recall", type=float, default=None,
+                   help="choose decision thresholds with at least this validation recall "
+                   "(default: max F1)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and "
+                   "training")
+    g = p.add_argument_group("compute")
+    g.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    g.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine sharing the study (GPUs are "
+                   "assigned round-robin)")
+    g.add_argument("--heartbeat", type=int, default=30, help="seconds between a running "
+                   "trial's heartbeats; a trial silent for 4x this is failed and retried")
+    g.add_argument("--dry-run", action="store_true",
+                   help="validate data, split and storage, print the plan, train nothing")
+    g.add_argument("-v", "--verbose", action="store_true", help="log more")
+    g.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def ensure_demo_data(folder: Path) -> None:
+    if (folder / "labels_multiclass.csv").exists():
+        return
+    from data.synth import generate
+
+    print(f"making the synthetic demo set in {folder}/ (once) ...")
+    generate(folder, n=DEMO["n"], seed=DEMO["seed"], force=True)  # redo an interrupted one
+
+
+def search_space(args: argparse.Namespace, demo: bool) -> SearchSpace:
+    preset = DEMO if demo else FULL
+    extra = {k: DEMO[k] for k in ("base_widths", "depth", "batch_sizes")} if demo else {}
+    return SearchSpace(sizes=tuple(args.sizes or preset["sizes"]),
+                       epochs=args.epochs or preset["epochs"],
+                       patience=max(3, (args.epochs or preset["epochs"]) // 4),
+                       metric=args.metric,
+                       threshold="min_recall" if args.min_recall else "max_f1",
+                       min_recall=args.min_recall, seed=args.seed, **extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
+    demo = args.data is None
+    worker = args.worker_index is not None
+    study_name = args.study or ("demo" if demo else Path(args.data).resolve().name)
+    n_trials = args.n_trials or (DEMO if demo else FULL)["n_trials"]
+    for name, value, low in (("--n-trials", n_trials, 1), ("--workers", args.workers, 1),
+                             ("--heartbeat", args.heartbeat, 1)):
+        if value < low:
+            return fail(f"{name} must be at least {low}, not {value}.")
+    url = storage_url(args.storage)
+
+    try:
+        device = worker_device(resolve_device(args.device), args.worker_index or 0)
+    except DeviceError as exc:
+        return fail(str(exc))
+    if args.workers > 1 or worker:
+        torch.set_num_threads(threads_per_worker(args.workers))
+
+    if demo:
+        ensure_demo_data(DEMO_DIR)
+    data_path = DEMO_DIR if demo else Path(args.data)
+    update, close = progress_bar("loading data") if not worker else (None, lambda: None)
+    try:
+        session = prepare(
+            data_path, args.labels, study_name=study_name, storage_url=url,
+            space=search_space(args, demo), sampler=args.sampler, pruner=args.pruner,
+            seed=args.seed, val_fraction=args.val_fraction, group_regex=args.group_regex,
+            artifact_dir=args.artifact_dir, cache_dir=args.cache_dir,
+            heartbeat=args.heartbeat, worker_index=args.worker_index or 0, progress=update)
+    except DataError as exc:
+        close()
+        return fail(f"{data_path} cannot be used:\n{format_problems(exc.problems)}\n"
+                    "Run `python -m data.check` on it for the full report.")
+    except (SplitError, StudyError) as exc:
+        close()
+        return fail(str(exc))
+    close()
+
+    if worker:
+        return run_worker(session, device, n_trials, args.timeout, args.worker_index)
+
+    print(format_summary(session.data.summary()))
+    print(f"\nstudy   {study_name} ({'resumed' if session.resumed else 'new'}) in "
+          f"{mask_url(url)}")
+    print(f"split   {len(session.split.train_ids())} train / {len(session.split.val_ids())} "
+          f"validation erasers, hash {session.split.hash}")
+    print(f"device  {describe_device(device)}")
+    for note in session.notes:
+        print(f"note    {note}")
+    print(f"\nWatch it live:  {session.dashboard_command()}")
+    done = n_finished(session.study)
+    if done >= n_trials:
+        print(f"\nStudy {study_name!r} already holds {done} finished trials (asked: "
+              f"{n_trials}); raise --n-trials to run more.")
+        print_summary(session.study, study_name, url)
+        return 0
+    if args.dry_run:
+        print(f"\ndry run: would train {n_trials - done} more trial(s) of up to "
+              f"{session.space.epochs} epochs; nothing trained.")
+        return 0
+
+    try:
+        if args.workers > 1:
+            code = run_workers(args, argv, session, n_trials)
+        else:
+            run_in_process(session, device, n_trials, args.timeout)
+            code = 0
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. The running trial is recorded as failed and will be run again; "
+              f"rerun the same command to resume the study ({n_finished(session.study)}/"
+              f"{n_trials} finished).", file=sys.stderr)
+        return 130
+    print_summary(session.study, study_name, url)
+    return code
+
+
+def run_in_process(session, device, n_trials: int, timeout: float | None) -> None:
+    """One worker with a bar for the study and one for the running trial's epochs."""
+    study_bar = tqdm(total=n_trials, initial=n_finished(session.study), desc="study",
+                     unit="trial", position=0, dynamic_ncols=True)
+    trial_bar: dict[str, tqdm] = {}
+
+    def on_epoch(number: int, r: EpochReport) -> None:
+        bar = trial_bar.get("bar")
+        if bar is None or bar.desc != f"trial {number}":
+            if bar is not None:
+                bar.close()
+            bar = trial_bar["bar"] = tqdm(total=r.epochs, desc=f"trial {number}", unit="epoch",
+                                          position=1, leave=False, dynamic_ncols=True)
+        bar.update(1)
+        bar.set_postfix(loss=f"{r.train_loss:.3f}", score=f"{r.score:.3f}",
+                        best=f"{r.best_score:.3f}")
+
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if "bar" in trial_bar:
+            trial_bar.pop("bar").close()
+        study_bar.n = n_finished(study)
+        study_bar.refresh()
+        study_bar.write(trial_line(trial))
+
+    objective = make_objective(session, device, on_epoch=on_epoch)
+    try:
+        run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial)
+    finally:
+        if "bar" in trial_bar:
+            trial_bar.pop("bar").close()
+        study_bar.close()
+
+
+def trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    attrs = trial.user_attrs
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        return (f"trial {trial.number:3d} COMPLETE {trial.value:.4f}  ({attrs.get('epochs_run')}"
+                f" epochs, {attrs.get('seconds', 0):.0f} s, {attrs.get('architecture', '')})")
+    reason = attrs.get("stop_reason") or attrs.get("fail_reason") or ""
+    return f"trial {trial.number:3d} {trial.state.name:8s} {reason}"
+
+
+def run_worker(session, device, n_trials: int, timeout: float | None, index: int) -> int:
+    """A child of --workers: plain lines, no bars (the parent aggregates)."""
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        print(trial_line(trial), flush=True)
+
+    print(f"started on {describe_device(device)}", flush=True)
+    try:
+        run(session, make_objective(session, device), n_trials=n_trials, timeout=timeout,
+            on_trial=on_trial)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def run_workers(args: argparse.Namespace, argv: list[str] | None, session,
+                n_trials: int) -> int:
+    """Start K workers on the study created above, relay their lines, draw one bar."""
+    base = [sys.executable, os.path.abspath(__file__), *(argv if argv is not None
+                                                           else sys.argv[1:])]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([*base, "--worker-index", str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env,
+                              start_new_session=True)  # Ctrl-C reaches them through us only
+             for i in range(args.workers)]
+    bar = tqdm(total=n_trials, initial=n_finished(session.study), desc="study",
+               unit="trial", dynamic_ncols=True)
+
+    def relay(i: int, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            bar.write(f"[worker {i}] {line.rstrip()}")
+
+    threads = [threading.Thread(target=relay, args=(i, p), daemon=True)
+               for i, p in enumerate(procs)]
+    for t in threads:
+        t.start()
+    try:
+        while any(p.poll() is None for p in procs):
+            bar.n = n_finished(session.study)
+            bar.refresh()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=5)
+        bar.n = n_finished(session.study)
+        bar.close()
+    codes = [p.returncode for p in procs]
+    if any(codes):
+        print(f"worker exit codes: {codes}", file=sys.stderr)
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def print_summary(study: optuna.Study, name: str, url: str) -> None:
+    top = best_trials(study)
+    if not top:
+        print("\nNo trial has completed yet.")
+        return
+    metric = study.user_attrs.get("space", {}).get("metric", "score")
+    print(f"\nBest trials of {name!r} ({metric}, validation):")
+    print(f"{'trial':>5} {metric:>10} {'defect_ap':>9} {'epochs':>6} {'params':>9}  architecture")
+    for t in top:
+        a = t.user_attrs
+        print(f"{t.number:5d} {t.value:10.4f} {a.get('defect_ap', float('nan')):9.4f} "
+              f"{a.get('best_epoch', 0):3d}/{a.get('epochs_run', 0):<2d} {a.get('params', 0):9d}"
+              f"  {a.get('architecture', '')}")
+    storage = "" if url == "sqlite:///studies.db" else f" --storage {mask_url(url)}"
+    print(f"\nExport the best:  python export_best.py --study {name} --group TEAM{storage}")
+
+
+if __name__ == "__main__":
+    def _terminate(signum, frame):  # SIGTERM ends the running trial like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(main())

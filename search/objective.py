@@ -1,0 +1,141 @@
+"""The Optuna objective: one trial = sample a configuration, train it, keep its best epoch.
+
+The data are loaded, validated, split and cached once per process (the Optuna FAQ pattern:
+a callable class), and the uint8 tensor of each input size is kept on the training device for
+every later trial. The training loop itself knows nothing of Optuna; this module adapts it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import upload_artifact
+
+from data import EraserSet, Split
+from model import describe, save_checkpoint
+from search.space import SearchSpace, suggest_config
+from search.train import EpochReport, NonFiniteLossError, TrainData, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+class TrialFailed(Exception):
+    """A trial could not finish (out of memory, non-finite loss, invalid configuration).
+
+    The study catches it: the trial is recorded as FAIL with its reason and the search goes
+    on. Anything else (a bug) still stops the study loudly.
+    """
+
+
+EpochHook = Callable[[int, EpochReport], None]
+TrialHook = Callable[[optuna.Trial, TrainResult], None]
+
+
+class Objective:
+    """Callable objective over one validated data set and split."""
+
+    def __init__(self, data: EraserSet, split: Split, space: SearchSpace, *,
+                 device: str | torch.device = "cpu",
+                 artifact_store: optuna.artifacts.FileSystemArtifactStore | None = None,
+                 flagged: Sequence[str] = (), on_epoch: EpochHook | None = None,
+                 on_result: Sequence[TrialHook] = ()):
+        self.data = data
+        self.split = split
+        self.space = space
+        self.device = torch.device(device)
+        self.artifact_store = artifact_store
+        self.flagged = tuple(flagged)
+        self.on_epoch = on_epoch
+        self.on_result = list(on_result)
+        self.data_hash = data.data_hash
+        self._train_data: dict[int, TrainData] = {}
+
+    def train_data(self, size: int) -> TrainData:
+        """The split at ``size`` px, resized once and kept on the device for later trials."""
+        if size not in self._train_data:
+            self._train_data[size] = TrainData.from_split(
+                self.data, self.split, size, device=self.device, flagged=self.flagged)
+        return self._train_data[size]
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = suggest_config(trial, self.space)
+        trial.set_user_attr("architecture", describe(config.model))
+        data = self.train_data(config.model.input_size)
+        metric = config.train.metric
+
+        def report(r: EpochReport) -> None:
+            # An undefined score (a class absent from validation) counts as the worst.
+            trial.report(r.score if math.isfinite(r.score) else 0.0, r.epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, r)
+            if trial.should_prune():
+                reason = f"pruned at epoch {r.epoch}: {metric} {r.score:.4f}"
+                trial.set_user_attr("stop_reason", reason)
+                trial.set_user_attr("epochs_run", r.epoch)
+                raise optuna.TrialPruned(reason)
+
+        try:
+            result = train(config, data, device=self.device, callback=report)
+        except torch.OutOfMemoryError:
+            reason = (f"out of memory on {self.device} ({config.model.input_size} px, batch "
+                      f"{config.train.batch_size}, widths {list(config.model.widths)})")
+            self._fail(trial, reason)
+        except NonFiniteLossError as exc:
+            self._fail(trial, str(exc))
+        except ValueError as exc:  # a configuration the model or loss refuses
+            self._fail(trial, f"invalid configuration: {exc}")
+        except KeyboardInterrupt:
+            # Queue the same parameters again so that resuming reruns this trial first.
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); queued again")
+            trial.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+            raise
+        if not math.isfinite(result.score):
+            self._fail(trial, f"{metric} is undefined on the validation split (a class has "
+                       "no example there); use a larger validation fraction")
+        self._record(trial, result)
+        for hook in self.on_result:  # e.g. figures and notes for the dashboard
+            hook(trial, result)
+        return result.score
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> None:
+        # Free what the failed run held before the next trial allocates again.
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        trial.set_user_attr("fail_reason", reason)
+        raise TrialFailed(reason) from None
+
+    def _record(self, trial: optuna.Trial, result: TrainResult) -> None:
+        attrs = {
+            **{k: round(v, 6) for k, v in result.metrics.items() if math.isfinite(v)},
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "params": result.params, "macs": result.macs,
+            "seconds": round(result.seconds, 2), "stop_reason": result.stop_reason,
+            "config": result.config.to_dict(),
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if self.artifact_store is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = result.checkpoint(
+                study=trial.study.study_name, trial=trial.number, params=dict(trial.params),
+                data_hash=self.data_hash, split_hash=self.split.hash,
+                source_size=self.data.image_size)
+            path = save_checkpoint(ckpt, Path(tmp) / f"trial_{trial.number}.pth")
+            trial.set_user_attr("checkpoint_artifact", self._upload(trial, path))
+            history = Path(tmp) / "history.json"
+            history.write_text(json.dumps(result.history, indent=1))
+            self._upload(trial, history, "application/json")
+
+    def _upload(self, trial: optuna.Trial, path: Path, mimetype: str | None = None) -> str:
+        return upload_artifact(artifact_store=self.artifact_store, file_path=str(path),
+                               study_or_trial=trial, mimetype=mimetype)

@@ -1,0 +1,161 @@
+"""What ``run_study.py`` (and the notebook) do, as plain functions.
+
+``prepare`` loads and validates the data, makes the split, opens the storage and creates or
+resumes the study, in that order, so that any problem surfaces before a single epoch runs.
+``run`` then trains trials until the study holds its total.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+from data import EraserSet, Split, k_for_fraction, load_data, make_split
+from data.cache import Progress
+from data.dataset import USE_DEFAULT_CACHE
+from data.labels import BINARY
+from search.objective import Objective, TrialFailed
+from search.space import SearchSpace
+from search.study import (
+    artifact_dir_for,
+    create_or_resume,
+    make_pruner,
+    make_sampler,
+    mask_url,
+    open_storage,
+    run_trials,
+)
+from search.train import EpochReport, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """A study bound to its data, split, search space and artifact folder."""
+
+    study: optuna.Study
+    data: EraserSet
+    split: Split
+    space: SearchSpace
+    storage_url: str
+    artifact_dir: Path
+    resumed: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def artifact_store(self) -> FileSystemArtifactStore:
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        return FileSystemArtifactStore(str(self.artifact_dir))
+
+    def dashboard_command(self) -> str:
+        return (f"optuna-dashboard {mask_url(self.storage_url)} "
+                f"--artifact-dir {_short(self.artifact_dir)}")
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def study_attrs(data: EraserSet, split: Split, space: SearchSpace, data_path: str | Path,
+                labels: Sequence[str | Path] | None) -> dict:
+    """What a study remembers about how it was made (shown in the dashboard, checked on
+    resume, used by export)."""
+    return {
+        "data_hash": data.data_hash,
+        "split_hash": split.hash,
+        "split": {"k": split.k, "fold": 0, "seed": split.seed,
+                  "group_regex": split.group_regex, "n_val": len(split.val_ids()),
+                  "n_train": len(split.train_ids())},
+        "data": data.summary(),
+        "data_path": str(Path(data_path).resolve()),
+        "labels": [str(Path(p).resolve()) for p in labels] if labels else None,
+        "space": space.to_dict(),
+    }
+
+
+def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *,
+            study_name: str, storage_url: str, space: SearchSpace,
+            sampler: str = "tpe", pruner: str = "hyperband", seed: int = 0,
+            val_fraction: float = 0.2, group_regex: str | None = None,
+            artifact_dir: str | Path | None = None,
+            cache_dir: str | Path | None = USE_DEFAULT_CACHE, heartbeat: int = 30,
+            worker_index: int = 0, progress: Progress | None = None) -> Session:
+    """Validate the data, split it, open the storage and create or resume the study.
+
+    Raises ``DataError``, ``SplitError`` or ``StudyError`` with a user-facing message.
+    """
+    data = load_data(data_path, labels, cache_dir=cache_dir, progress=progress)
+    notes: list[str] = []
+    if data.label_kind == BINARY and (space.tasks != ("binary",) or space.metric != "defect_ap"):
+        space = SearchSpace.from_dict({**space.to_dict(), "tasks": ("binary",),
+                                       "metric": "defect_ap"})
+        notes.append("only binary labels: searching the binary head on defect AUC-PR")
+    split = make_split(data.ids, data.codes, k=k_for_fraction(val_fraction), seed=seed,
+                       group_regex=group_regex)
+    storage = open_storage(storage_url, heartbeat_interval=heartbeat)
+    # Each worker gets its own sampler seed: identical seeds would propose identical trials.
+    study, resumed = create_or_resume(
+        study_name, storage, sampler=make_sampler(sampler, seed + worker_index),
+        pruner=make_pruner(pruner, space.epochs),
+        attrs=study_attrs(data, split, space, data_path, labels))
+    if resumed:
+        stored = SearchSpace.from_dict(study.user_attrs["space"])
+        if stored != space:
+            notes.append("resuming: the study keeps the search space it was created with")
+        space = stored
+        # The pruner's budget must match the stored space, not the flags of this run.
+        study.pruner = make_pruner(pruner, space.epochs)
+    art_dir = Path(artifact_dir) if artifact_dir else artifact_dir_for(storage_url)
+    session = Session(study=study, data=data, split=split, space=space,
+                      storage_url=storage_url, artifact_dir=art_dir.resolve(),
+                      resumed=resumed, notes=notes)
+    if not resumed:
+        _save_split(session)
+    return session
+
+
+def _save_split(session: Session) -> None:
+    """Keep the split's ids with the study (a study artifact) for reports and audits."""
+    tmp = session.artifact_dir / f".split-{session.split.hash}.json"
+    session.split.save(tmp)
+    try:
+        artifact_id = upload_artifact(artifact_store=session.artifact_store, file_path=str(tmp),
+                                      study_or_trial=session.study, mimetype="application/json")
+        session.study.set_user_attr("split_artifact", artifact_id)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def make_objective(session: Session, device: torch.device, *,
+                   on_epoch: Callable[[int, EpochReport], None] | None = None,
+                   on_result: Sequence[Callable[[optuna.Trial, TrainResult], None]] = (),
+                   flagged: Sequence[str] = ()) -> Objective:
+    return Objective(session.data, session.split, session.space, device=device,
+                     artifact_store=session.artifact_store, flagged=flagged,
+                     on_epoch=on_epoch, on_result=on_result)
+
+
+def run(session: Session, objective: Objective, *, n_trials: int,
+        timeout: float | None = None,
+        on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> None:
+    """Train trials until the study has ``n_trials`` finished ones (a study-wide total)."""
+    run_trials(session.study, objective, n_trials=n_trials, timeout=timeout,
+               catch=(TrialFailed,), callbacks=[on_trial] if on_trial else [])
+
+
+def best_trials(study: optuna.Study, top: int = 5) -> list[optuna.trial.FrozenTrial]:
+    done = [t for t in study.get_trials(deepcopy=False,
+                                        states=(optuna.trial.TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)]
+    return sorted(done, key=lambda t: t.value, reverse=True)[:top]

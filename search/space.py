@@ -1,0 +1,133 @@
+"""The search space: every ``suggest_*`` call of the product lives here.
+
+``suggest_config(trial, space)`` turns a trial into a complete :class:`RunConfig`, and only
+through the trial's parameters, so ``optuna.trial.FixedTrial(best.params)`` replays a trial
+exactly. Ranges are static (Optuna's samplers assume that); where one choice limits another
+(a small input cannot take many pooling steps) the value is clamped after sampling.
+:class:`SearchSpace` holds the bounds a study was created with and is stored with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from optuna.trial import BaseTrial
+
+from data import CHANNEL_SETS, AugmentConfig
+from model import CNNConfig
+from search.train import RunConfig, TrainConfig
+
+ACTIVATIONS = ("relu", "silu", "gelu", "leaky_relu", "mish")
+MIN_FEATURE_MAP = 2  # never pool below 2x2 before the head
+MAX_WIDTH = 512
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Bounds of a study's search (a budget, not a model): set once, stored in the study."""
+
+    sizes: tuple[int, ...] = (96, 128, 160)
+    depth: tuple[int, int] = (3, 5)
+    base_widths: tuple[int, ...] = (16, 24, 32, 48)
+    batch_sizes: tuple[int, ...] = (32, 64, 128)
+    tasks: tuple[str, ...] = ("multilabel", "multiclass")
+    channel_sets: tuple[str, ...] = tuple(CHANNEL_SETS)
+    epochs: int = 30
+    patience: int = 8
+    metric: str = "graded_ap"
+    threshold: str = "max_f1"
+    min_recall: float | None = None
+    noise_aware: bool = False  # also tune the loss weight of suspected mislabels
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # JSON round trips give lists; the dataclass is hashable
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, tuple(v))
+        unknown = set(self.channel_sets) - set(CHANNEL_SETS)
+        if unknown:
+            raise ValueError(f"unknown channel set(s) {sorted(unknown)}; known: "
+                             f"{sorted(CHANNEL_SETS)}")
+        if not 2 <= self.depth[0] <= self.depth[1] <= 6:
+            raise ValueError(f"depth range {self.depth} must lie within 2..6")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchSpace:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def widths_for(base: int, growth: float, depth: int) -> tuple[int, ...]:
+    """Widths that grow geometrically per block, rounded to multiples of 8 (tensor cores)."""
+    return tuple(min(MAX_WIDTH, max(8, int(base * growth**i / 8 + 0.5) * 8))
+                 for i in range(depth))
+
+
+def max_depth_for(size: int) -> int:
+    depth = 0
+    while size // 2 ** (depth + 1) >= MIN_FEATURE_MAP:
+        depth += 1
+    return depth
+
+
+def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunConfig:
+    """Sample one complete training run from ``space``."""
+    size = trial.suggest_categorical("input_size", list(space.sizes))
+    channels = CHANNEL_SETS[trial.suggest_categorical("channels", list(space.channel_sets))]
+    depth = trial.suggest_int("depth", *space.depth)
+    depth = max(2, min(depth, max_depth_for(size)))
+    base = trial.suggest_categorical("base_width", list(space.base_widths))
+    growth = trial.suggest_categorical("width_growth", [1.5, 2.0])
+    kernel_first = trial.suggest_categorical("kernel_first", [3, 5, 7])
+    kernel_rest = trial.suggest_categorical("kernel_rest", [3, 5])
+    dense_width = trial.suggest_categorical("dense_width", [0, 64, 128, 256])
+    task = trial.suggest_categorical("task", list(space.tasks))
+    model = CNNConfig(
+        channels=channels,
+        input_size=size,
+        widths=widths_for(base, growth, depth),
+        kernel_sizes=(kernel_first,) + (kernel_rest,) * (depth - 1),
+        convs_per_block=trial.suggest_int("convs_per_block", 1, 2),
+        activation=trial.suggest_categorical("activation", list(ACTIVATIONS)),
+        pool=trial.suggest_categorical("pool", ["max", "avg"]),
+        spatial_dropout=trial.suggest_float("spatial_dropout", 0.0, 0.3),
+        head_pool=trial.suggest_categorical("head_pool", ["avg", "max"]),
+        dense_width=dense_width,
+        dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.5) if dense_width else 0.0,
+        task=task,
+    )
+
+    optimizer = trial.suggest_categorical("optimizer", ["adamw", "sgd"])
+    loss = trial.suggest_categorical("loss", ["bce", "focal"])
+    imbalance = trial.suggest_categorical("imbalance", ["weighted", "balanced", "none"])
+    weight = trial.suggest_float("weight_strength", 0.25, 1.5) if imbalance == "weighted" else 0
+    train = TrainConfig(
+        epochs=space.epochs,
+        batch_size=trial.suggest_categorical("batch_size", list(space.batch_sizes)),
+        optimizer=optimizer,
+        lr=trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+        weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        schedule=trial.suggest_categorical("schedule", ["cosine", "onecycle"]),
+        loss=("ce" if task == "multiclass" and loss == "bce" else loss),
+        pos_weight_factor=weight if task != "multiclass" else 0.0,
+        class_weight_power=weight if task == "multiclass" else 0.0,
+        focal_gamma=trial.suggest_float("focal_gamma", 0.5, 3.0) if loss == "focal" else 2.0,
+        label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.1),
+        neg_smoothing=trial.suggest_float("neg_smoothing", 0.0, 0.2),
+        sampling="balanced" if imbalance == "balanced" else "shuffle",
+        flagged_weight=(trial.suggest_float("flagged_weight", 0.0, 1.0)
+                        if space.noise_aware else 1.0),
+        early_stop_patience=space.patience,
+        metric=space.metric,
+        threshold=space.threshold,
+        min_recall=space.min_recall,
+        seed=space.seed,  # one seed for all trials: differences come from the parameters
+    )
+    augment = AugmentConfig.from_strength(
+        trial.suggest_float("aug_geometric", 0.0, 1.0),
+        trial.suggest_float("aug_photometric", 0.0, 1.0))
+    return RunConfig(model=model, train=train, augment=augment)

@@ -1,0 +1,226 @@
+"""Studies and their storage: create or resume, bind to one data set, run to an exact total.
+
+Storage is any SQLAlchemy URL Optuna's ``RDBStorage`` accepts (``sqlite:///studies.db`` by
+default, ``postgresql+psycopg2://...`` across machines), with a heartbeat so that a trial
+whose worker died is marked FAIL after a grace period and queued again
+(``RetryHeartbeatStaleTrialCallback``). The number of trials is a total for the whole study,
+shared by every worker and every resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///studies.db"
+STORAGE_ENV = "OPTUNA_STORAGE"
+SAMPLERS = ("tpe", "random", "gp")
+PRUNERS = ("hyperband", "median", "none")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyError(Exception):
+    """A study or storage problem the user must act on (message is user-facing)."""
+
+
+class SurplusTrial(Exception):
+    """This trial would exceed the study's total (another worker got there first)."""
+
+
+def storage_url(arg: str | None = None) -> str:
+    """``--storage`` if given, else ``$OPTUNA_STORAGE``, else the local SQLite file."""
+    return arg or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for anything shown or logged."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return "<unparsable storage URL>"
+
+
+def artifact_dir_for(url: str) -> Path:
+    """Default artifact folder: ``artifacts/`` next to a SQLite file, else in the cwd."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database).resolve().parent / "artifacts"
+    return Path("artifacts").resolve()
+
+
+def open_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | None = None,
+                 max_retry: int = 2) -> RDBStorage:
+    """Connect (creating the schema if needed), or raise :class:`StudyError` saying why."""
+    shown = mask_url(url)
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StudyError(f"storage URL {shown!r} is not a database URL. Use e.g. "
+                         f"{DEFAULT_STORAGE} or postgresql+psycopg2://user@host/db.") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise StudyError(f"storage URL {shown!r} uses the unknown scheme {backend!r}. Use "
+                         f"sqlite:///FILE.db or postgresql+psycopg2://user@host/db.")
+    engine_kwargs: dict = {}
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).resolve().parent.mkdir(parents=True, exist_ok=True)
+        # several workers share the file: wait for the write lock instead of failing at once
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period or 4 * heartbeat_interval,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=max_retry))
+    except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StudyError(f"cannot open the storage {shown}: {reason}. Check that the database "
+                         "server is running and reachable, and the URL.") from None
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            # multivariate + group model the conditional parameters jointly; the constant
+            # liar keeps parallel workers from sampling the same point
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              constant_liar=True)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    raise StudyError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs,
+                                              reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise StudyError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}.")
+
+
+def study_names(storage: RDBStorage) -> list[str]:
+    return sorted(s.study_name for s in storage.get_all_studies())
+
+
+def load_study(name: str, storage: RDBStorage, *,
+               sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """An existing study, or :class:`StudyError` listing the studies that do exist."""
+    if name not in study_names(storage):
+        existing = ", ".join(study_names(storage)) or "none"
+        raise StudyError(f"there is no study {name!r} in this storage (studies: {existing}). "
+                         "Check --study and --storage.")
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def create_or_resume(name: str, storage: RDBStorage, *, sampler: optuna.samplers.BaseSampler,
+                     pruner: optuna.pruners.BasePruner,
+                     attrs: dict) -> tuple[optuna.Study, bool]:
+    """Create the study with ``attrs`` as user attributes, or resume it if they agree.
+
+    ``attrs`` must hold ``data_hash`` and ``split_hash``: a study is bound to one data set and
+    one split, so resuming it on other data is refused rather than silently mixed.
+    """
+    existed = name in study_names(storage)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                pruner=pruner, direction="maximize", load_if_exists=True)
+    stored = study.user_attrs
+    if existed and "data_hash" in stored:
+        for key, what in (("data_hash", "data (images or labels)"), ("split_hash", "split")):
+            if stored.get(key) != attrs.get(key):
+                raise StudyError(
+                    f"study {name!r} was run on different {what} ({key} {stored.get(key)} vs "
+                    f"{attrs.get(key)} now). Resume it with the same data and split settings, "
+                    "or start a new study with another --study name.")
+        return study, True
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study, False
+
+
+def count_states(study: optuna.Study) -> Counter:
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
+
+
+def n_finished(study: optuna.Study) -> int:
+    counts = count_states(study)
+    return sum(counts[s] for s in FINISHED)
+
+
+def surplus_guard(study: optuna.Study, objective: Callable[[optuna.Trial], float],
+                  n_trials: int) -> Callable[[optuna.Trial], float]:
+    """``objective``, except that a trial beyond the study's total ends at once as surplus.
+
+    A trial is surplus when ``n_trials`` finished or running trials were created before it:
+    two workers that both saw room for one more trial then keep only the earlier one.
+    """
+    def guarded(trial: optuna.Trial) -> float:
+        live = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        if sum(1 for t in live if t.number < trial.number) >= n_trials:
+            trial.set_user_attr("fail_reason", "surplus: the study already had its trials")
+            raise SurplusTrial(f"trial {trial.number} not needed: the study has its "
+                               f"{n_trials} trials")
+        return objective(trial)
+
+    return guarded
+
+
+def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], *,
+               n_trials: int, timeout: float | None = None,
+               catch: Iterable[type[Exception]] = (),
+               callbacks: Iterable[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+               poll_seconds: float = 2.0) -> None:
+    """Run trials until the study holds ``n_trials`` finished (complete + pruned) trials.
+
+    Safe with any number of workers on one storage. Optuna's ``MaxTrialsCallback`` stops a
+    worker only after its trial ends, so K workers overshoot by up to K-1; here a trial that
+    would exceed the total is recognised right after it is created (by its number among the
+    live and finished trials) and ends at once as FAIL ("surplus"). A worker whose remaining
+    trials are all running elsewhere waits: if one of those workers dies, its trial goes
+    stale, is retried, and this worker runs it.
+    """
+    catch = (*tuple(catch), SurplusTrial)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    guarded = surplus_guard(study, objective, n_trials)
+
+    while True:
+        counts = count_states(study)
+        finished = sum(counts[s] for s in FINISHED)
+        if finished >= n_trials:
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            log.info("timeout reached with %d/%d trials finished", finished, n_trials)
+            return
+        if finished + counts[TrialState.RUNNING] >= n_trials:
+            # The last trials run in other workers; wait in case one of them dies.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            time.sleep(poll_seconds)
+            continue
+        study.optimize(guarded, n_trials=1, catch=catch, callbacks=list(callbacks),
+                       gc_after_trial=False)

@@ -1,0 +1,87 @@
+import optuna
+import pytest
+import torch
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
+from optuna.trial import FixedTrial, TrialState
+
+import model as model_lib
+from data import make_split
+from search.objective import Objective, TrialFailed
+from search.space import SearchSpace, suggest_config
+from search.study import create_or_resume, make_pruner, make_sampler, open_storage, run_trials
+
+SPACE = SearchSpace(sizes=(32,), depth=(2, 3), base_widths=(8,), batch_sizes=(16,), epochs=2,
+                    patience=0)
+
+
+@pytest.fixture
+def setup(tmp_path, synthetic_set):
+    split = make_split(synthetic_set.ids, synthetic_set.codes, k=4, seed=0)
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}")
+    (tmp_path / "artifacts").mkdir()
+    store = FileSystemArtifactStore(str(tmp_path / "artifacts"))
+
+    def study(pruner="none", name="s"):
+        s, _ = create_or_resume(name, storage, sampler=make_sampler("random", 0),
+                                pruner=pruner if not isinstance(pruner, str)
+                                else make_pruner(pruner, SPACE.epochs),
+                                attrs={"data_hash": "d", "split_hash": split.hash})
+        return s
+
+    objective = Objective(synthetic_set, split, SPACE, artifact_store=store)
+    return study, objective, store, tmp_path
+
+
+def test_trials_record_metrics_and_weights(setup):
+    make_study, objective, store, tmp_path = setup
+    study = make_study()
+    run_trials(study, objective, n_trials=2, catch=(TrialFailed,))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    t = study.best_trial
+    for key in ("graded_ap", "defect_ap", "defect_f1", "print_error_ap", "threshold_defect",
+                "best_epoch", "epochs_run", "params", "seconds", "config", "architecture"):
+        assert key in t.user_attrs, key
+    assert t.value == pytest.approx(t.user_attrs["graded_ap"], abs=1e-6)
+    assert sorted(t.intermediate_values) == [1, 2]
+    path = tmp_path / "best.pth"
+    download_artifact(artifact_store=store, artifact_id=t.user_attrs["checkpoint_artifact"],
+                      file_path=str(path))
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["trial"] == t.number and ckpt["params"] == t.params
+    assert model_lib.load(path).cfg == suggest_config(FixedTrial(t.params), SPACE).model
+
+
+def test_data_is_loaded_once_per_size(setup):
+    make_study, objective, *_ = setup
+    run_trials(make_study(), objective, n_trials=2, catch=(TrialFailed,))
+    first = objective.train_data(32)
+    assert objective.train_data(32) is first and list(objective._train_data) == [32]
+
+
+def test_a_pruner_prunes(setup):
+    make_study, objective, *_ = setup
+    # no score can reach 2.0: every trial is pruned at its first report
+    study = make_study(optuna.pruners.ThresholdPruner(lower=2.0))
+    run_trials(study, objective, n_trials=2, catch=(TrialFailed,))
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    assert study.trials[0].user_attrs["stop_reason"].startswith("pruned at epoch 1")
+
+
+def test_out_of_memory_fails_the_trial_and_the_study_goes_on(setup, monkeypatch):
+    make_study, objective, *_ = setup
+    import search.objective as objective_module
+
+    real_train = objective_module.train
+    calls = []
+
+    def flaky_train(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", flaky_train)
+    study = make_study()
+    run_trials(study, objective, n_trials=1, catch=(TrialFailed,))
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "out of memory" in study.trials[0].user_attrs["fail_reason"]

@@ -1,0 +1,119 @@
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.study import (
+    StudyError,
+    SurplusTrial,
+    artifact_dir_for,
+    create_or_resume,
+    load_study,
+    make_pruner,
+    make_sampler,
+    mask_url,
+    n_finished,
+    open_storage,
+    run_trials,
+    storage_url,
+    surplus_guard,
+)
+
+ATTRS = {"data_hash": "d1", "split_hash": "s1"}
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return open_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=1)
+
+
+def new_study(storage, name="s", attrs=ATTRS):
+    study, _ = create_or_resume(name, storage, sampler=make_sampler("random", 0),
+                                pruner=make_pruner("none", 3), attrs=attrs)
+    return study
+
+
+def test_run_trials_stops_at_the_total_and_resumes_to_a_new_one(storage):
+    study = new_study(storage)
+    run_trials(study, lambda t: float(t.number), n_trials=3)
+    assert n_finished(study) == 3
+    run_trials(study, lambda t: float(t.number), n_trials=3)  # already there: no new trial
+    assert len(study.trials) == 3
+    run_trials(study, lambda t: float(t.number), n_trials=5)
+    assert n_finished(study) == 5 and len(study.trials) == 5
+
+
+def test_failed_trials_do_not_count_and_are_caught(storage):
+    study = new_study(storage)
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        if trial.number == 0:
+            raise ValueError("boom")
+        return 1.0
+
+    run_trials(study, objective, n_trials=2, catch=(ValueError,))
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_waits_for_the_last_trial_running_elsewhere(storage):
+    study = new_study(storage)
+    run_trials(study, lambda t: 1.0, n_trials=1)
+    other = study.ask()  # a worker elsewhere runs the last trial
+    threading.Timer(1.5, lambda: study.tell(other, 2.0)).start()
+    start = time.monotonic()
+    run_trials(study, lambda t: 1.0, n_trials=2, poll_seconds=0.2)
+    assert time.monotonic() - start >= 1.4
+    assert len(study.trials) == 2 and n_finished(study) == 2
+
+
+def test_surplus_trial_is_refused(storage):
+    study = new_study(storage)
+    study.ask()  # trial 0 running in another worker: the total of 1 is taken
+    late = study.ask()
+    with pytest.raises(SurplusTrial):
+        surplus_guard(study, lambda t: 1.0, n_trials=1)(late)
+    assert late.user_attrs["fail_reason"].startswith("surplus")
+
+
+def test_resume_with_other_data_is_refused(storage):
+    new_study(storage)
+    with pytest.raises(StudyError, match="different data"):
+        new_study(storage, attrs={"data_hash": "other", "split_hash": "s1"})
+    _, resumed = create_or_resume("s", storage, sampler=make_sampler("tpe", 0),
+                                  pruner=make_pruner("hyperband", 3), attrs=ATTRS)
+    assert resumed
+
+
+def test_storage_errors_are_user_facing(tmp_path):
+    with pytest.raises(StudyError, match="unknown scheme 'redis'"):
+        open_storage("redis://localhost/0")
+    with pytest.raises(StudyError, match="not a database URL"):
+        open_storage("studies.db")
+    with pytest.raises(StudyError, match="cannot open the storage") as info:
+        open_storage("postgresql+psycopg2://me:secret@127.0.0.1:1/nope")
+    assert "secret" not in str(info.value)
+
+
+def test_unknown_study_lists_the_existing_ones(storage):
+    new_study(storage, "alpha")
+    with pytest.raises(StudyError, match="studies: alpha"):
+        load_study("beta", storage)
+
+
+def test_url_helpers(tmp_path, monkeypatch):
+    assert mask_url("postgresql+psycopg2://u:pw@h/db") == "postgresql+psycopg2://u:***@h/db"
+    monkeypatch.setenv("OPTUNA_STORAGE", "sqlite:///x.db")
+    assert storage_url(None) == "sqlite:///x.db" and storage_url("sqlite:///y.db").endswith("y.db")
+    assert artifact_dir_for(f"sqlite:///{tmp_path}/a.db") == tmp_path / "artifacts"
+
+
+def test_samplers_and_pruners():
+    assert isinstance(make_sampler("gp", 0), optuna.samplers.GPSampler)
+    assert isinstance(make_pruner("median", 5), optuna.pruners.MedianPruner)
+    with pytest.raises(StudyError):
+        make_sampler("grid", 0)

@@ -1,0 +1,112 @@
+"""Train one configuration without a search, the way every trial is trained.
+
+Give the run as a JSON file (print a template with --print-config) with the sections
+"model" (architecture), "train" (optimiser, loss, epochs...) and "augment". Writes the
+best-epoch checkpoint (<name>.pth, the export format), its training curves and history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from data import DataError, SplitError, format_problems, k_for_fraction, load_data, make_split
+from data.cache import default_cache_dir
+from data.cli import HelpFormatter, fail, progress_bar, setup_logging
+from model import describe, save_checkpoint
+from search.device import DeviceError, describe_device, resolve_device
+from search.plots import training_curves
+from search.train import EpochReport, NonFiniteLossError, RunConfig, TrainData, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--data", help="folder of .npy/PNG files, arrays.zip or images.zip")
+    p.add_argument("--labels", nargs="+", metavar="CSV", help="label CSV(s); default: the "
+                   "CSVs next to the images")
+    p.add_argument("--config", help="run configuration (JSON); default: the built-in defaults")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the default configuration as JSON and exit")
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="validation share")
+    p.add_argument("--group-regex", default=None, help="keep packs on one side of the split")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--out", default="reports/train", help="folder for the outputs")
+    p.add_argument("--name", default="model", help="file stem of the checkpoint")
+    p.add_argument("--cache-dir", default=str(default_cache_dir()), help="decoded-image cache")
+    p.add_argument("--dry-run", action="store_true", help="check data and config, train nothing")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    return p
+
+
+def load_config(path: str | None, epochs: int | None) -> RunConfig:
+    d = json.loads(Path(path).read_text()) if path else RunConfig().to_dict()
+    if epochs is not None:
+        d.setdefault("train", {})["epochs"] = epochs
+    return RunConfig.from_dict(d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.print_config:
+        print(json.dumps(RunConfig().to_dict(), indent=2))
+        return 0
+    if not args.data:
+        return fail("--data is required (the folder or zip of the erasers).")
+    try:
+        config = load_config(args.config, args.epochs)
+        device = resolve_device(args.device)
+    except (OSError, json.JSONDecodeError) as exc:
+        return fail(f"cannot read --config {args.config}: {exc}")
+    except (ValueError, TypeError) as exc:
+        return fail(f"--config {args.config} is not a valid run configuration: {exc}")
+    except DeviceError as exc:
+        return fail(str(exc))
+    update, close = progress_bar("loading data")
+    try:
+        data = load_data(args.data, args.labels, cache_dir=args.cache_dir, progress=update)
+        split = make_split(data.ids, data.codes, k=k_for_fraction(args.val_fraction),
+                           seed=args.seed, group_regex=args.group_regex)
+    except DataError as exc:
+        close()
+        return fail(f"{args.data} cannot be used:\n{format_problems(exc.problems)}")
+    except SplitError as exc:
+        close()
+        return fail(str(exc))
+    close()
+    print(f"model   {describe(config.model)}")
+    print(f"data    {len(split.train_ids())} train / {len(split.val_ids())} validation, "
+          f"device {describe_device(device)}")
+    if args.dry_run:
+        print("dry run: nothing trained.")
+        return 0
+
+    def on_epoch(r: EpochReport) -> None:
+        print(f"epoch {r.epoch:3d}/{r.epochs}  loss {r.train_loss:.4f}  val loss "
+              f"{r.val_loss:.4f}  {config.train.metric} {r.score:.4f}  best {r.best_score:.4f} "
+              f"(epoch {r.best_epoch})  {r.seconds:.1f} s", flush=True)
+
+    td = TrainData.from_split(data, split, config.model.input_size, device=device)
+    try:
+        result = train(config, td, device=device, callback=on_epoch)
+    except NonFiniteLossError as exc:
+        return fail(f"training stopped: {exc}")
+    out = Path(args.out)
+    ckpt = result.checkpoint(data_hash=data.data_hash, split_hash=split.hash,
+                             source_size=data.image_size)
+    pth = save_checkpoint(ckpt, out / f"{args.name}.pth")
+    (out / "history.json").write_text(json.dumps(result.history, indent=1))
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    curves = training_curves(result.history, out / "curves.png", config.train.metric)
+    print(f"\n{result.stop_reason}; best epoch {result.best_epoch}: {config.train.metric} "
+          f"{result.score:.4f}")
+    print(f"wrote   {pth}, {curves}, {out / 'history.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
