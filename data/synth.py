@@ -788,12 +788,18 @@ class _Job:
     out_dir: str
     png: bool  # write images/<ID>_<CH>.png
     png_bytes: bool  # return the PNG bytes (for images.zip)
+    subtle_rate: float | None = None  # share of subtle defects; None: the scene's own draw
 
 
 def _work(job: _Job, task: tuple[int, str, str]) -> tuple[EraserInfo, list[bytes] | None]:
     """Render one eraser and write its files (runs in a worker process)."""
     index, eid, label = task
-    arr, info = render_eraser(job.seed, index, label, job.size)
+    severity = None
+    if job.subtle_rate is not None:
+        # its own stream, so the base eraser stays the same whatever the rate
+        subtle = np.random.default_rng([job.seed, index, 1]).random() < job.subtle_rate
+        severity = "subtle" if subtle else "obvious"
+    arr, info = render_eraser(job.seed, index, label, job.size, severity=severity)
     data = _npy_bytes(arr)
     with open(os.path.join(job.out_dir, "arrays", f"{eid}.npy"), "wb") as fh:
         fh.write(data)
@@ -893,11 +899,13 @@ def generate(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     force: bool = False,
+    subtle_rate: float | None = None,
 ) -> SynthSummary:
     """Write a synthetic data set of ``n`` erasers into ``out_dir`` (see the module docstring).
 
     Raises ``ValueError`` for bad arguments and :class:`OutputExistsError` if ``out_dir`` is
-    not empty and ``force`` is false; nothing is written in either case. ``progress`` is
+    not empty and ``force`` is false; nothing is written in either case. ``subtle_rate`` sets
+    the share of subtle defects (default: about half, drawn per eraser). ``progress`` is
     called with the number of erasers done so far. The label CSVs are written last, so an
     interrupted run never looks like a complete data set.
     """
@@ -905,7 +913,8 @@ def generate(
     _check_args(
         n,
         size,
-        {"defect-rate": defect_rate, "noise": noise, "fp-noise": fp_noise},
+        {"defect-rate": defect_rate, "noise": noise, "fp-noise": fp_noise,
+         "subtle-rate": 0.5 if subtle_rate is None else subtle_rate},
         pack_size,
         workers,
     )
@@ -927,7 +936,7 @@ def generate(
     if png:
         (out / "images").mkdir(exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    job = _Job(seed, size, str(out), png, zip_images)
+    job = _Job(seed, size, str(out), png, zip_images, subtle_rate)
     tasks = list(zip(range(n), ids, clean, strict=True))
     logger.info("rendering %d erasers of %d px into %s (%d workers)", n, size, out, workers)
 
@@ -1025,6 +1034,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fp-noise", type=float, default=0.0, help="fraction of good erasers labelled defective"
     )
+    p.add_argument("--subtle-rate", type=float, default=None,
+                   help="share of defects drawn subtle rather than obvious (default: half)")
     p.add_argument("--png", action="store_true", help="also write images/<ID>_<CH>.png")
     p.add_argument("--zip", action="store_true", help="also write arrays.zip and images.zip")
     p.add_argument(
@@ -1074,6 +1085,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             progress=progress,
             force=args.force,
+            subtle_rate=args.subtle_rate,
         )
     except (ValueError, OSError) as exc:  # bad arguments, OUT_DIR not empty or not writable
         print(f"data.synth: error: {exc}", file=sys.stderr)
