@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+
+from data.channels import CHANNELS
 
 matplotlib.use("Agg")  # never needs a display
 import matplotlib.pyplot as plt
@@ -40,8 +43,85 @@ def training_curves(history: Sequence[dict[str, float]], path: str | Path,
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_matrix_plot(y_true: np.ndarray, y_pred: np.ndarray, path: str | Path,
+                          title: str = "Defect at the chosen threshold",
+                          labels: tuple[str, str] = ("good", "defect")) -> Path:
+    """2x2 confusion matrix with counts and row shares."""
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int),
+                          labels=[0, 1])
+    fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=DPI)
+    ax.imshow(cm, cmap="Blues")
+    rows = cm.sum(axis=1, keepdims=True).clip(min=1)
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, f"{cm[i, j]}\n{100 * cm[i, j] / rows[i, 0]:.0f} %", ha="center",
+                    va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=labels, yticklabels=labels,
+           xlabel="predicted", ylabel="labelled", title=title)
+    ax.title.set_fontsize(9)
+    return _save(fig, path)
+
+
+def pr_curve_plot(y_true: np.ndarray, scores: np.ndarray, threshold: float, path: str | Path,
+                  title: str = "Precision-recall (defect)") -> Path:
+    """Precision-recall curve with AUC-PR, the positive rate and the operating point."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=DPI)
+    if 0 < y.sum() < len(y):
+        precision, recall, _ = precision_recall_curve(y, s)
+        ax.step(recall, precision, where="post",
+                label=f"AUC-PR {average_precision_score(y, s):.3f}")
+        pred = s >= threshold
+        tp = int((pred & (y == 1)).sum())
+        p_at = tp / max(int(pred.sum()), 1)
+        r_at = tp / max(int(y.sum()), 1)
+        ax.plot([r_at], [p_at], "o", color="crimson",
+                label=f"threshold {threshold:.2f}: P {p_at:.2f}, R {r_at:.2f}")
+    ax.axhline(y.mean() if len(y) else 0, color="grey", ls=":", lw=1, label="positive rate")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02), title=title)
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, path)
+
+
+def error_grid(images: np.ndarray, ids: Sequence[str], probs: Sequence[float],
+               path: str | Path, title: str, channels: Sequence[str] = CHANNELS) -> Path:
+    """One row per eraser, one column per channel, labelled with its id and probability.
+
+    ``images``: uint8 ``(n, 6, S, S)``. Shows nothing but a note when ``n`` is 0.
+    """
+    n = len(ids)
+    cols = len(channels)
+    fig, axes = plt.subplots(max(n, 1), cols, figsize=(1.25 * cols, 1.35 * max(n, 1) + 0.4),
+                             dpi=DPI, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if n == 0:
+        axes[0, 0].text(0.0, 0.5, "none", transform=axes[0, 0].transAxes)
+    for r in range(n):
+        for c, ch in enumerate(channels):
+            axes[r, c].imshow(images[r, c], cmap="gray", vmin=0, vmax=255)
+            if r == 0:
+                axes[r, c].set_title(ch, fontsize=7)
+        axes[r, 0].set_ylabel(f"{ids[r]}\np={probs[r]:.2f}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
