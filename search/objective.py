@@ -82,21 +82,25 @@ class Objective:
                 trial.set_user_attr("epochs_run", r.epoch)
                 raise optuna.TrialPruned(reason)
 
+        failure = None
         try:
             result = train(config, data, device=self.device, callback=report)
         except torch.OutOfMemoryError:
-            reason = (f"out of memory on {self.device} ({config.model.input_size} px, batch "
-                      f"{config.train.batch_size}, widths {list(config.model.widths)})")
-            self._fail(trial, reason)
+            failure = (f"out of memory on {self.device} ({config.model.input_size} px, batch "
+                       f"{config.train.batch_size}, widths {list(config.model.widths)})")
         except NonFiniteLossError as exc:
-            self._fail(trial, str(exc))
+            failure = str(exc)
         except ValueError as exc:  # a configuration the model or loss refuses
-            self._fail(trial, f"invalid configuration: {exc}")
+            failure = f"invalid configuration: {exc}"
         except KeyboardInterrupt:
             # Queue the same parameters again so that resuming reruns this trial first.
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); queued again")
             trial.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
             raise
+        if failure is not None:
+            # Outside the handler: the exception and the frames holding its tensors are gone,
+            # so the memory can really be freed before the next trial.
+            self._fail(trial, failure)
         if not math.isfinite(result.score):
             self._fail(trial, f"{metric} is undefined on the validation split (a class has "
                        "no example there); use a larger validation fraction")
