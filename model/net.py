@@ -140,8 +140,8 @@ def describe(cfg: CNNConfig) -> str:
     body = f"{cfg.depth}x[{cfg.convs_per_block} conv {kernels}] {widths} {cfg.activation} "
     body += f"{cfg.pool}-pool"
     if cfg.spatial_dropout > 0:
-        body += f" sdrop{cfg.spatial_dropout:g}"
+        body += f" sdrop{cfg.spatial_dropout:.2g}"
     head = f"{cfg.head_pool} head {cfg.dense_width if cfg.dense_width > 0 else 'linear'}"
     if cfg.dense_dropout > 0:
-        head += f" drop{cfg.dense_dropout:g}"
+        head += f" drop{cfg.dense_dropout:.2g}"
     return f"{body}, {head}, {cfg.task}, {cfg.in_channels}ch@{cfg.input_size}"
