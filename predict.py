@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     probs = predict_set(net, data, batch_size=args.batch_size, tta=args.tta)
+    tta = meta.get("tta") or {}
+    if args.tta and "thresholds" in tta:
+        # Averaged probabilities are smoother; export chose thresholds for them on validation.
+        net.thresholds = dict(tta["thresholds"])
     out = Path(args.out) if args.out else (
         Path("reports") / "predictions"
         / f"{Path(args.model).stem}_{Path(args.data).resolve().name}.csv")
@@ -116,10 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote   {out} ({len(data)} rows{', TTA x8' if args.tta else ''})")
 
     val = meta.get("val_metrics", {})
+    if args.tta and "defect_precision_tta" in tta:
+        val = {"defect_precision": tta["defect_precision_tta"],
+               "defect_recall": tta["defect_recall_tta"]}
     if "defect_precision" in val:
-        print(f"operating point (from validation): defect threshold "
-              f"{net.thresholds['defect']:.3f} -> precision {val['defect_precision']:.3f}, "
-              f"recall {val['defect_recall']:.3f}")
+        policy = meta.get("threshold_policy") or {}
+        rule = ("max F1" if policy.get("kind", "max_f1") == "max_f1"
+                else f"best precision at recall >= {policy.get('min_recall')}")
+        print(f"operating point (from validation{', TTA' if args.tta else ''}; {rule}): defect "
+              f"threshold {net.thresholds['defect']:.3f} -> precision "
+              f"{val['defect_precision']:.3f}, recall {val['defect_recall']:.3f}"
+              + (" (measured on the trial's model before the refit on train+validation)"
+                 if "retrained" in meta else ""))
+    if tta and not args.tta and tta.get("recommended"):
+        print(f"note    TTA raised the validation graded AP from {tta['graded_ap']:.4f} to "
+              f"{tta['graded_ap_tta']:.4f}; try --tta")
     if data.targets is not None:
         metrics = score(net, probs, data.targets)
         print(f"\n{'class':16s} {'AUC-PR':>7s} {'F1':>7s}   (thresholds from the model)")

@@ -33,6 +33,7 @@ from .metrics import (
     targets_to_truth,
 )
 from .net import build_model, complexity, describe
+from .onnx import OnnxCheck, OnnxExportError, compare_onnx, export_onnx, onnx_session, run_onnx
 
 __all__ = [
     "FORMAT",
@@ -44,25 +45,31 @@ __all__ = [
     "CNNConfig",
     "CheckpointError",
     "InspectionModel",
+    "OnnxCheck",
+    "OnnxExportError",
     "ThresholdPolicy",
     "build_model",
     "choose_threshold",
     "choose_thresholds",
     "class_weight_from_targets",
+    "compare_onnx",
     "complexity",
     "confusion",
     "describe",
     "evaluate",
+    "export_onnx",
     "load",
     "load_checkpoint",
     "make_checkpoint",
     "make_loss",
     "model_from_checkpoint",
+    "onnx_session",
     "pos_weight_from_targets",
     "predict",
     "preprocess_raw",
     "probabilities",
     "resize_raw",
+    "run_onnx",
     "save_checkpoint",
     "targets_to_truth",
 ]

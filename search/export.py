@@ -12,25 +12,32 @@ import logging
 import math
 import re
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import optuna
+import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import TrialState
 
 import model as model_lib
 from data import EraserSet, Split, load_data, make_split
 from data.dataset import USE_DEFAULT_CACHE
+from model.checkpoint import RESERVED_KEYS
 from search.evaluate import predict_set
 from search.study import StudyError
+from search.train import EpochReport, RunConfig, TrainData, TrainResult, train
 
 log = logging.getLogger(__name__)
 
 GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TOLERANCE = 0.01  # bf16 on the GPU vs float32 here moves a few probabilities slightly
+TTA_MIN_GAIN = 0.002  # graded AP gain that makes 8x the inference cost worth it
+# Entries of a trial's checkpoint that a refit recomputes rather than inherits.
+REFIT_OWN = frozenset({"train_config", "augment_config", "best_epoch", "epochs_run"})
 
 
 def check_group(group: str) -> str:
@@ -106,6 +113,8 @@ def study_data(study: optuna.Study, data_path: str | Path | None = None,
     attrs = study.user_attrs
     path = data_path or attrs.get("data_path")
     if path is None or not Path(path).exists():
+        if data_path:
+            raise StudyError(f"the data folder {path} given with --data does not exist.")
         raise StudyError(f"the study's data folder {path} is not here; pass --data.")
     labels = attrs.get("labels")
     data = load_data(path, labels, cache_dir=cache_dir)
@@ -138,4 +147,93 @@ def stamp(ckpt: dict, *, group: str, study: optuna.Study,
     out.update(group=group, study=study.study_name, trial=trial.number,
                params=dict(trial.params), value=float(trial.value),
                exported=datetime.now(UTC).isoformat(timespec="seconds"))
+    return out
+
+
+def validation_targets(data: EraserSet, ids: list[str]) -> np.ndarray:
+    """``(n, 2)`` [print, physical] targets of ``ids``, in that order."""
+    row = {k: i for i, k in enumerate(data.ids)}
+    return data.targets[np.array([row[k] for k in ids], dtype=np.int64)]
+
+
+def apply_policy(ckpt: dict, probs: np.ndarray, targets: np.ndarray,
+                 policy: model_lib.ThresholdPolicy) -> dict:
+    """``ckpt`` with thresholds re-chosen by ``policy`` on validation predictions.
+
+    ``val_metrics`` are recomputed at the new thresholds, so the expected precision/recall
+    that ``predict.py`` prints describe the stored operating point.
+    """
+    thresholds = model_lib.choose_thresholds(probs, targets, policy)
+    out = dict(ckpt)
+    out.update(thresholds=thresholds, threshold_policy=policy.to_dict(),
+               val_metrics=model_lib.evaluate(probs, targets, thresholds=thresholds))
+    return out
+
+
+def measure_tta(net: model_lib.InspectionModel, data: EraserSet, ids: list[str],
+                probs: np.ndarray, targets: np.ndarray,
+                policy: model_lib.ThresholdPolicy) -> dict:
+    """Does averaging over the 8 flips/rotations help on validation? A plain dict.
+
+    AUC-PR does not depend on thresholds; F1 is compared at the model's thresholds without
+    TTA and at thresholds re-chosen (same ``policy``) on the TTA probabilities, which are
+    stored as ``thresholds`` for ``predict.py --tta``. ``recommended`` when the graded AP
+    gains at least :data:`TTA_MIN_GAIN`.
+    """
+    probs_tta = predict_set(net, data, ids, tta=True)
+    plain = model_lib.evaluate(probs, targets, thresholds=net.thresholds)
+    thresholds = model_lib.choose_thresholds(probs_tta, targets, policy)
+    tta = model_lib.evaluate(probs_tta, targets, thresholds=thresholds)
+    out: dict = {"n_val": len(ids), "min_gain": TTA_MIN_GAIN, "thresholds": thresholds}
+    for key in ("graded_ap", "graded_f1", "defect_ap", "defect_f1", "defect_precision",
+                "defect_recall"):
+        out[key], out[f"{key}_tta"] = plain[key], tta[key]
+    out["recommended"] = bool(out["graded_ap_tta"] - out["graded_ap"] >= TTA_MIN_GAIN)
+    return out
+
+
+def retrain_full(trial: optuna.trial.FrozenTrial, data: EraserSet, split: Split, *,
+                 device: str | torch.device = "cpu",
+                 callback: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """Refit the trial's configuration on train + validation for its best epoch count.
+
+    Same configuration and seed, early stopping off; with no validation rows left the run
+    keeps its last epoch (see :func:`search.train.train`).
+    """
+    config_dict = trial.user_attrs.get("config")
+    best_epoch = trial.user_attrs.get("best_epoch")
+    if config_dict is None or not best_epoch:
+        raise StudyError(f"trial {trial.number} recorded no configuration or best epoch, so "
+                         "it cannot be retrained; export it without --retrain-full.")
+    config = RunConfig.from_dict(config_dict)
+    config = replace(config, train=replace(config.train, epochs=int(best_epoch),
+                                           early_stop_patience=0))
+    size = config.model.input_size
+    ids = split.train_ids() + split.val_ids()
+    train_data = TrainData(data.images(size), data.targets, data.ids, ids, [])
+    log.info("refitting trial %d on %d erasers for %d epochs", trial.number, len(ids),
+             best_epoch)
+    return train(config, train_data, device=device, callback=callback)
+
+
+def refit_checkpoint(result: TrainResult, ckpt: dict, n_erasers: int) -> dict:
+    """The checkpoint of a :func:`retrain_full` run, keeping ``ckpt``'s validated parts.
+
+    There is no validation set left to choose thresholds on, so the trial's thresholds,
+    policy, validation metrics and TTA finding are kept (they describe the trial's model, and
+    ``retrained`` says so); weights, normalisation and training record are the refit's.
+    """
+    meta = {k: v for k, v in ckpt.items()
+            if k not in RESERVED_KEYS and k not in REFIT_OWN}
+    meta["retrained"] = {
+        "on": "train+validation", "n_erasers": n_erasers,
+        "epochs": result.epochs_run, "seed": result.config.train.seed,
+        "from_trial": ckpt.get("trial"), "seconds": round(result.seconds, 1),
+        "note": "thresholds, validation metrics and the TTA finding come from the trial's "
+                "model (validated before the refit); this model has no validation set.",
+    }
+    refit = replace(result, thresholds=dict(ckpt["thresholds"]),
+                    metrics=dict(ckpt.get("val_metrics", {})))
+    out = refit.checkpoint(**meta)
+    out["threshold_policy"] = ckpt.get("threshold_policy", out["threshold_policy"])
     return out
