@@ -20,10 +20,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def fail(message: str, *, hint: str | None = None) -> int:
     """Print a user-facing error paragraph to stderr; returns exit code 2."""
     text = " ".join(message.split()) if "\n" not in message else message
-    print(textwrap.fill(text, 99) if "\n" not in text else text, file=sys.stderr)
+    print(_fill(text) if "\n" not in text else text, file=sys.stderr)
     if hint:
-        print(textwrap.fill(hint, 99), file=sys.stderr)
+        print(_fill(hint), file=sys.stderr)
     return EXIT_USAGE
+
+
+def _fill(text: str) -> str:
+    # Never split a flag, path or URL at a hyphen or mid-word: it must stay copy-pasteable.
+    return textwrap.fill(text, 99, break_on_hyphens=False, break_long_words=False)
 
 
 def setup_logging(verbose: bool = False) -> None:

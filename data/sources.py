@@ -115,9 +115,11 @@ def load_png_channels(readers: dict[str, callable], where: str) -> np.ndarray:
         except ImageError:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile) as e:
+            # PIL's own message names an in-memory buffer, not the file: keep only its kind
+            reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
             raise ImageError(
-                "unreadable", f"channel {ch} is truncated or not a PNG ({e}). Copy it again "
-                "from the original delivery."
+                "unreadable", f"channel {ch} is truncated or not a PNG ({reason}). Copy it "
+                "again from the original delivery."
             ) from None
         planes.append(plane)
     shapes = {p.shape for p in planes}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 import warnings
 from collections import Counter
@@ -53,6 +55,42 @@ def mask_url(url: str) -> str:
         return "<unparsable storage URL>"
 
 
+def storage_for_commands(url: str) -> str:
+    """How to write ``url`` into a command printed for the user to copy.
+
+    A URL with a password that came from ``$OPTUNA_STORAGE`` is shown as that variable (the
+    command then still works and the password stays off the screen); any other URL is shown
+    with its password masked.
+    """
+    try:
+        has_password = make_url(url).password is not None
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        has_password = False
+    if has_password and os.environ.get(STORAGE_ENV) == url:
+        return f'"${STORAGE_ENV}"'
+    return mask_url(url)
+
+
+class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose worker died, saying so in the retry's attributes.
+
+    The stale trial itself is already FAIL when this runs (and finished trials cannot take
+    attributes), so the dashboard learns why from the WAITING copy: ``retry_of`` and
+    ``retry_reason``. Attributes that described the dead run are not copied.
+    """
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        stale = ("fail_reason", "stop_reason", "epochs_run")
+        trial.user_attrs = {
+            **{k: v for k, v in trial.user_attrs.items() if k not in stale},
+            "retry_of": trial.number,
+            "retry_reason": "its worker stopped sending heartbeats (killed, crashed or cut "
+                            "off) and the trial was failed after the grace period",
+        }
+        log.warning("trial %d lost its worker; it is FAIL and queued again", trial.number)
+        super().__call__(study, trial)
+
+
 def artifact_dir_for(url: str) -> Path:
     """Default artifact folder: ``artifacts/`` next to a SQLite file, else in the cwd."""
     parsed = make_url(url)
@@ -83,13 +121,21 @@ def open_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | 
     else:
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period or 4 * heartbeat_interval,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=max_retry))
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        url, engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period or 4 * heartbeat_interval,
+                        heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=max_retry))
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Machines started together race to create the schema of a new database;
+                # the loser sees duplicate tables or types. The winner's schema is there now.
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
     except (sqlalchemy.exc.SQLAlchemyError, ModuleNotFoundError, ImportError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StudyError(f"cannot open the storage {shown}: {reason}. Check that the database "
@@ -171,20 +217,82 @@ def n_finished(study: optuna.Study) -> int:
     return sum(counts[s] for s in FINISHED)
 
 
+class GracefulStop:
+    """Ctrl-C and SIGTERM for a process that runs trials: stop cleanly, lose only a trial.
+
+    While a trial's objective runs, the signal raises ``KeyboardInterrupt`` there: the trial
+    ends as FAIL with a reason and its parameters are queued again (see :func:`surplus_guard`).
+    Anywhere else (Optuna creating or finishing a trial, waiting for other workers) an
+    immediate exception could leave a RUNNING trial that no heartbeat ever fails, so the
+    signal is only noted and :func:`run_trials` raises ``KeyboardInterrupt`` before it
+    starts the next trial. A second signal always raises at once. Use as a context manager
+    in the main thread (elsewhere it does nothing); the previous handlers come back on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self.in_trial = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        again = self.requested is not None
+        self.requested = signum
+        if self.in_trial or again:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a stop was requested (call between trials)."""
+        if self.requested is not None:
+            raise KeyboardInterrupt
+
+
 def surplus_guard(study: optuna.Study, objective: Callable[[optuna.Trial], float],
-                  n_trials: int) -> Callable[[optuna.Trial], float]:
+                  n_trials: int,
+                  stop: GracefulStop | None = None) -> Callable[[optuna.Trial], float]:
     """``objective``, except that a trial beyond the study's total ends at once as surplus.
 
-    A trial is surplus when ``n_trials`` finished or running trials were created before it:
-    two workers that both saw room for one more trial then keep only the earlier one.
+    A trial is surplus when ``n_trials`` finished, running or queued trials were created
+    before it: two workers that both saw room for one more trial then keep only the earlier
+    one. Queued (WAITING) trials count because some worker will run them: a retry enqueued
+    while another worker was creating a fresh trial must not let both run.
     """
     def guarded(trial: optuna.Trial) -> float:
-        live = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        live = study.get_trials(deepcopy=False,
+                                states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
         if sum(1 for t in live if t.number < trial.number) >= n_trials:
             trial.set_user_attr("fail_reason", "surplus: the study already had its trials")
             raise SurplusTrial(f"trial {trial.number} not needed: the study has its "
                                f"{n_trials} trials")
-        return objective(trial)
+        try:
+            if stop is not None:
+                stop.in_trial = True
+                stop.check()  # a signal that came while Optuna created this trial
+            return objective(trial)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: Optuna records the trial as FAIL; say why and queue the same
+            # parameters so that rerunning the command runs this configuration first.
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)"
+                                + ("; queued again" if trial.params else " before it began"))
+            if trial.params:
+                study.enqueue_trial(dict(trial.params), user_attrs={
+                    "retry_of": trial.number, "retry_reason": "interrupted (Ctrl-C or SIGTERM)"})
+            raise
+        finally:
+            if stop is not None:
+                stop.in_trial = False
 
     return guarded
 
@@ -193,7 +301,7 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                n_trials: int, timeout: float | None = None,
                catch: Iterable[type[Exception]] = (),
                callbacks: Iterable[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
-               poll_seconds: float = 2.0) -> None:
+               poll_seconds: float = 2.0, stop: GracefulStop | None = None) -> None:
     """Run trials until the study holds ``n_trials`` finished (complete + pruned) trials.
 
     Safe with any number of workers on one storage. Optuna's ``MaxTrialsCallback`` stops a
@@ -201,13 +309,17 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     would exceed the total is recognised right after it is created (by its number among the
     live and finished trials) and ends at once as FAIL ("surplus"). A worker whose remaining
     trials are all running elsewhere waits: if one of those workers dies, its trial goes
-    stale, is retried, and this worker runs it.
+    stale, is retried, and this worker runs it. Ctrl-C/SIGTERM (``KeyboardInterrupt``) fails
+    the running trial with a reason, queues its parameters again and propagates; with
+    ``stop`` (a :class:`GracefulStop` in effect) a signal between trials stops before the next.
     """
     catch = (*tuple(catch), SurplusTrial)
     deadline = None if timeout is None else time.monotonic() + timeout
-    guarded = surplus_guard(study, objective, n_trials)
+    guarded = surplus_guard(study, objective, n_trials, stop)
 
     while True:
+        if stop is not None:
+            stop.check()
         counts = count_states(study)
         finished = sum(counts[s] for s in FINISHED)
         if finished >= n_trials:
