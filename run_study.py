@@ -3,12 +3,14 @@
 With no arguments it runs the demo: synthetic MILAN-format data (made once in demo_data/),
 study "demo" in studies.db, a budget that finishes in a few minutes on a CPU. With --data it
 searches your data. Rerunning the same command resumes the study until it holds --n-trials
-finished trials in total. Watch it live with the optuna-dashboard command it prints.
+finished trials in total. Watch it live with the optuna-dashboard command it prints, or
+let --dashboard serve it while the study runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,6 +26,8 @@ from tqdm.auto import tqdm
 from data import DataError, SplitError, format_problems, format_summary
 from data.cache import default_cache_dir
 from data.cli import HelpFormatter, fail, progress_bar, setup_logging
+from data.noise import NoiseError, read_flagged
+from search import dashboard as dashboard_lib
 from search.device import (
     DeviceError,
     describe_device,
@@ -36,9 +40,12 @@ from search.space import SearchSpace
 from search.study import (
     PRUNERS,
     SAMPLERS,
+    STORAGE_ENV,
+    GracefulStop,
     StudyError,
     mask_url,
     n_finished,
+    storage_for_commands,
     storage_url,
 )
 from search.train import EpochReport
@@ -95,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: max F1)")
     g.add_argument("--seed", type=int, default=0, help="seed of the split, sampler and "
                    "training")
+    g.add_argument("--flagged", metavar="CSV", default=None,
+                   help="suspected mislabels (label_issues.csv from `python -m "
+                   "search.label_issues`): the search also tunes their loss weight "
+                   "(flagged_weight in [0, 1], 0 = dropped)")
+    g = p.add_argument_group("dashboard")
+    g.add_argument("--dashboard", action="store_true",
+                   help="serve optuna-dashboard on this study while it runs and print its URL")
+    g.add_argument("--dashboard-port", type=int, default=dashboard_lib.DEFAULT_PORT,
+                   help="its port")
+    g.add_argument("--dashboard-host", default=dashboard_lib.DEFAULT_HOST,
+                   help="its address; anything but loopback exposes it to the network, and "
+                   "it has no authentication")
+    g.add_argument("--keep-dashboard", action="store_true",
+                   help="keep serving after the study ends, until Ctrl-C (implies --dashboard)")
     g = p.add_argument_group("compute")
     g.add_argument("--device", default="auto",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
@@ -128,11 +149,19 @@ def search_space(args: argparse.Namespace, demo: bool) -> SearchSpace:
                        patience=max(3, (args.epochs or preset["epochs"]) // 4),
                        metric=args.metric,
                        threshold="min_recall" if args.min_recall else "max_f1",
-                       min_recall=args.min_recall, seed=args.seed, **extra)
+                       min_recall=args.min_recall, seed=args.seed,
+                       noise_aware=bool(args.flagged), **extra)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # What runs alongside the study (the dashboard) ends with it, however it ends.
+    with contextlib.ExitStack() as cleanup:
+        return launch(args, argv, cleanup)
+
+
+def launch(args: argparse.Namespace, argv: list[str] | None,
+           cleanup: contextlib.ExitStack) -> int:
     setup_logging(args.verbose)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
     demo = args.data is None
@@ -152,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1 or worker:
         torch.set_num_threads(threads_per_worker(args.workers))
 
+    flagged: list[str] = []
+    if args.flagged:
+        try:
+            flagged = read_flagged(args.flagged)
+        except NoiseError as exc:
+            return fail(f"--flagged: {exc}")
+        if not flagged:
+            return fail(f"--flagged {args.flagged} lists no eraser ids.")
     if demo:
         ensure_demo_data(DEMO_DIR)
     data_path = DEMO_DIR if demo else Path(args.data)
@@ -162,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             space=search_space(args, demo), sampler=args.sampler, pruner=args.pruner,
             seed=args.seed, val_fraction=args.val_fraction, group_regex=args.group_regex,
             artifact_dir=args.artifact_dir, cache_dir=args.cache_dir,
-            heartbeat=args.heartbeat, worker_index=args.worker_index or 0, progress=update)
+            heartbeat=args.heartbeat, worker_index=args.worker_index or 0, progress=update,
+            flagged=flagged)
     except DataError as exc:
         close()
         return fail(f"{data_path} cannot be used:\n{format_problems(exc.problems)}\n"
@@ -183,7 +221,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device  {describe_device(device)}")
     for note in session.notes:
         print(f"note    {note}")
-    print(f"\nWatch it live:  {session.dashboard_command()}")
+    dashboard = None
+    if ((args.dashboard or args.keep_dashboard) and not args.dry_run
+            and (args.keep_dashboard or n_finished(session.study) < n_trials)):
+        warning = dashboard_lib.exposure_warning(args.dashboard_host, args.dashboard_port)
+        if warning:
+            print(warning, file=sys.stderr)
+        try:
+            dashboard = cleanup.enter_context(dashboard_lib.start(
+                url, session.artifact_dir, host=args.dashboard_host, port=args.dashboard_port))
+        except dashboard_lib.DashboardError as exc:
+            return fail(f"{exc} Nothing was trained.")
+        if args.keep_dashboard:
+            cleanup.push(dashboard_lib.hold_on_exit(dashboard))
+    if dashboard is not None:
+        print(f"\nWatch it live:  {dashboard.study_url(session.study)}  (optuna-dashboard; "
+              f"{'kept after the study' if args.keep_dashboard else 'stops with the study'})")
+    else:
+        print(f"\nWatch it live:  {session.dashboard_command()}")
     done = n_finished(session.study)
     if done >= n_trials:
         print(f"\nStudy {study_name!r} already holds {done} finished trials (asked: "
@@ -234,9 +289,11 @@ def run_in_process(session, device, n_trials: int, timeout: float | None) -> Non
         study_bar.refresh()
         study_bar.write(trial_line(trial))
 
-    objective = make_objective(session, device, on_epoch=on_epoch)
+    objective = make_objective(session, device, on_epoch=on_epoch, flagged=session.flagged)
     try:
-        run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial)
+        with GracefulStop() as stop:
+            run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
+                stop=stop)
     finally:
         if "bar" in trial_bar:
             trial_bar.pop("bar").close()
@@ -259,9 +316,12 @@ def run_worker(session, device, n_trials: int, timeout: float | None, index: int
 
     print(f"started on {describe_device(device)}", flush=True)
     try:
-        run(session, make_objective(session, device), n_trials=n_trials, timeout=timeout,
-            on_trial=on_trial)
+        with GracefulStop() as stop:
+            run(session, make_objective(session, device, flagged=session.flagged),
+                n_trials=n_trials, timeout=timeout,
+                on_trial=on_trial, stop=stop)
     except KeyboardInterrupt:
+        print("interrupted: the running trial (if any) is FAIL and queued again", flush=True)
         return 130
     return 0
 
@@ -269,9 +329,11 @@ def run_worker(session, device, n_trials: int, timeout: float | None, index: int
 def run_workers(args: argparse.Namespace, argv: list[str] | None, session,
                 n_trials: int) -> int:
     """Start K workers on the study created above, relay their lines, draw one bar."""
-    base = [sys.executable, os.path.abspath(__file__), *(argv if argv is not None
-                                                           else sys.argv[1:])]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The storage URL (maybe with a password) goes to the workers in their environment, not
+    # on their command lines, where `ps` would show it.
+    base = [sys.executable, os.path.abspath(__file__),
+            *without_storage(argv if argv is not None else sys.argv[1:])]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", STORAGE_ENV: session.storage_url}
     procs = [subprocess.Popen([*base, "--worker-index", str(i)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env=env,
                               start_new_session=True)  # Ctrl-C reaches them through us only
@@ -293,11 +355,7 @@ def run_workers(args: argparse.Namespace, argv: list[str] | None, session,
             bar.refresh()
             time.sleep(1.0)
     except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
+        stop_workers(procs)
         raise
     finally:
         for t in threads:
@@ -308,6 +366,42 @@ def run_workers(args: argparse.Namespace, argv: list[str] | None, session,
     if any(codes):
         print(f"worker exit codes: {codes}", file=sys.stderr)
     return 0 if all(c == 0 for c in codes) else 1
+
+
+def without_storage(argv: list[str]) -> list[str]:
+    """``argv`` minus ``--storage URL`` / ``--storage=URL``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--storage":
+            skip = True
+        elif not arg.startswith("--storage="):
+            out.append(arg)
+    return out
+
+
+def stop_workers(procs: list[subprocess.Popen], grace: float = 60.0) -> None:
+    """Pass Ctrl-C/SIGTERM on to the workers and wait for them to end their trials.
+
+    A worker still running after ``grace`` seconds (or after a second Ctrl-C) is killed: its
+    trial then goes stale and is failed and retried by the heartbeat, so nothing is lost and
+    no worker outlives this process (they run in their own sessions).
+    """
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace
+    try:
+        for p in procs:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
 
 
 def print_summary(study: optuna.Study, name: str, url: str) -> None:
@@ -323,7 +417,7 @@ def print_summary(study: optuna.Study, name: str, url: str) -> None:
         print(f"{t.number:5d} {t.value:10.4f} {a.get('defect_ap', float('nan')):9.4f} "
               f"{a.get('best_epoch', 0):3d}/{a.get('epochs_run', 0):<2d} {a.get('params', 0):9d}"
               f"  {a.get('architecture', '')}")
-    storage = "" if url == "sqlite:///studies.db" else f" --storage {mask_url(url)}"
+    storage = "" if url == storage_url(None) else f" --storage {storage_for_commands(url)}"
     print(f"\nExport the best:  python export_best.py --study {name} --group TEAM{storage}")
 
 
@@ -332,4 +426,9 @@ if __name__ == "__main__":
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before any trial ran (loading data, opening the storage)
+        print("\nInterrupted; nothing was trained. Rerun the same command to start again.",
+              file=sys.stderr)
+        sys.exit(130)

@@ -21,6 +21,7 @@ from optuna.artifacts import upload_artifact
 
 from data import EraserSet, Split
 from model import describe, save_checkpoint
+from search.device import describe_device
 from search.space import SearchSpace, suggest_config
 from search.train import EpochReport, NonFiniteLossError, TrainData, TrainResult, train
 
@@ -92,11 +93,7 @@ class Objective:
             failure = str(exc)
         except ValueError as exc:  # a configuration the model or loss refuses
             failure = f"invalid configuration: {exc}"
-        except KeyboardInterrupt:
-            # Queue the same parameters again so that resuming reruns this trial first.
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); queued again")
-            trial.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
-            raise
+        # Ctrl-C/SIGTERM: search.study.run_trials fails the trial and queues its parameters.
         if failure is not None:
             # Outside the handler: the exception and the frames holding its tensors are gone,
             # so the memory can really be freed before the next trial.
@@ -124,6 +121,7 @@ class Objective:
             "params": result.params, "macs": result.macs,
             "seconds": round(result.seconds, 2), "stop_reason": result.stop_reason,
             "config": result.config.to_dict(),
+            "device": describe_device(self.device),  # for the report's hardware table
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

@@ -21,18 +21,22 @@ from data import EraserSet, Split, k_for_fraction, load_data, make_split
 from data.cache import Progress
 from data.dataset import USE_DEFAULT_CACHE
 from data.labels import BINARY
+from data.noise import flagged_hash
 from search.objective import Objective, TrialFailed
 from search.space import SearchSpace
 from search.study import (
+    GracefulStop,
+    StudyError,
     artifact_dir_for,
     create_or_resume,
     make_pruner,
     make_sampler,
-    mask_url,
     open_storage,
     run_trials,
+    storage_for_commands,
 )
 from search.train import EpochReport, TrainResult
+from search.trial_report import TrialReport, write_study_note
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ class Session:
     artifact_dir: Path
     resumed: bool
     notes: list[str] = field(default_factory=list)
+    flagged: tuple[str, ...] = ()  # suspected mislabels whose loss weight the trials set
 
     @property
     def artifact_store(self) -> FileSystemArtifactStore:
@@ -56,7 +61,7 @@ class Session:
         return FileSystemArtifactStore(str(self.artifact_dir))
 
     def dashboard_command(self) -> str:
-        return (f"optuna-dashboard {mask_url(self.storage_url)} "
+        return (f"optuna-dashboard {storage_for_commands(self.storage_url)} "
                 f"--artifact-dir {_short(self.artifact_dir)}")
 
 
@@ -68,10 +73,12 @@ def _short(path: Path) -> str:
 
 
 def study_attrs(data: EraserSet, split: Split, space: SearchSpace, data_path: str | Path,
-                labels: Sequence[str | Path] | None) -> dict:
+                labels: Sequence[str | Path] | None, flagged: Sequence[str] = ()) -> dict:
     """What a study remembers about how it was made (shown in the dashboard, checked on
-    resume, used by export)."""
+    resume, used by export). ``flagged``: suspected mislabels (``--flagged``), bound by hash."""
     return {
+        "flagged_hash": flagged_hash(flagged),
+        "n_flagged": len(set(flagged)),
         "data_hash": data.data_hash,
         "split_hash": split.hash,
         "split": {"k": split.k, "fold": 0, "seed": split.seed,
@@ -90,13 +97,17 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
             val_fraction: float = 0.2, group_regex: str | None = None,
             artifact_dir: str | Path | None = None,
             cache_dir: str | Path | None = USE_DEFAULT_CACHE, heartbeat: int = 30,
-            worker_index: int = 0, progress: Progress | None = None) -> Session:
+            worker_index: int = 0, progress: Progress | None = None,
+            flagged: Sequence[str] = ()) -> Session:
     """Validate the data, split it, open the storage and create or resume the study.
 
+    ``flagged``: ids of suspected mislabels (``search.label_issues``) whose loss weight the
+    trials use; the list is part of what the study is bound to.
     Raises ``DataError``, ``SplitError`` or ``StudyError`` with a user-facing message.
     """
     data = load_data(data_path, labels, cache_dir=cache_dir, progress=progress)
     notes: list[str] = []
+    flagged = _known_flagged(flagged, data, notes)
     if data.label_kind == BINARY and (space.tasks != ("binary",) or space.metric != "defect_ap"):
         space = SearchSpace.from_dict({**space.to_dict(), "tasks": ("binary",),
                                        "metric": "defect_ap"})
@@ -108,7 +119,12 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     study, resumed = create_or_resume(
         study_name, storage, sampler=make_sampler(sampler, seed + worker_index),
         pruner=make_pruner(pruner, space.epochs),
-        attrs=study_attrs(data, split, space, data_path, labels))
+        attrs=study_attrs(data, split, space, data_path, labels, flagged))
+    if resumed and study.user_attrs.get("flagged_hash") != flagged_hash(flagged):
+        raise StudyError(
+            f"study {study_name!r} was run with {study.user_attrs.get('n_flagged', 0)} flagged "
+            f"erasers (--flagged), this run gives {len(flagged)} others. Resume it with the "
+            "same --flagged list (or none, if it had none), or start a new study.")
     if resumed:
         stored = SearchSpace.from_dict(study.user_attrs["space"])
         if stored != space:
@@ -116,13 +132,40 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
         space = stored
         # The pruner's budget must match the stored space, not the flags of this run.
         study.pruner = make_pruner(pruner, space.epochs)
+        # A seeded sampler replays its first (random start-up) proposals in every process, so
+        # a resume, a --workers child or another machine would rerun configurations the study
+        # already has. Only the process that creates the study uses --seed; the others draw
+        # a fresh seed (runs sharing a study are not reproducible anyway: timing decides).
+        study.sampler = make_sampler(sampler, None)
     art_dir = Path(artifact_dir) if artifact_dir else artifact_dir_for(storage_url)
     session = Session(study=study, data=data, split=split, space=space,
                       storage_url=storage_url, artifact_dir=art_dir.resolve(),
-                      resumed=resumed, notes=notes)
+                      resumed=resumed, notes=notes, flagged=flagged)
     if not resumed:
         _save_split(session)
+    # The study's dashboard note (data, class balance, split); kept if one exists already.
+    write_study_note(study, data, split, space)
     return session
+
+
+def _known_flagged(flagged: Sequence[str], data: EraserSet, notes: list[str]
+                   ) -> tuple[str, ...]:
+    """The flagged ids that are erasers of ``data`` (sorted); notes the others."""
+    if not flagged:
+        return ()
+    have = set(data.ids)
+    known = tuple(sorted(set(flagged) & have))
+    unknown = sorted(set(flagged) - have)
+    if not known:
+        raise StudyError(f"none of the {len(set(flagged))} flagged ids (e.g. {unknown[0]}) is "
+                         "an eraser of these data; make the list on the same data with "
+                         "`python -m search.label_issues`.")
+    if unknown:
+        notes.append(f"{len(unknown)} flagged id(s) are not in the data and are ignored "
+                     f"(e.g. {', '.join(unknown[:3])})")
+    notes.append(f"{len(known)} flagged erasers: the search tunes their loss weight "
+                 "(flagged_weight, 0 = dropped)")
+    return known
 
 
 def _save_split(session: Session) -> None:
@@ -140,18 +183,25 @@ def _save_split(session: Session) -> None:
 def make_objective(session: Session, device: torch.device, *,
                    on_epoch: Callable[[int, EpochReport], None] | None = None,
                    on_result: Sequence[Callable[[optuna.Trial, TrainResult], None]] = (),
-                   flagged: Sequence[str] = ()) -> Objective:
+                   flagged: Sequence[str] = (), trial_report: bool = True) -> Objective:
+    """The study's objective; ``trial_report`` adds figures and a note per finished trial
+    for optuna-dashboard (``search.trial_report``) before the ``on_result`` hooks."""
+    hooks = [TrialReport(session.data, session.artifact_store)] if trial_report else []
     return Objective(session.data, session.split, session.space, device=device,
-                     artifact_store=session.artifact_store, flagged=flagged,
-                     on_epoch=on_epoch, on_result=on_result)
+                     artifact_store=session.artifact_store, flagged=flagged or session.flagged,
+                     on_epoch=on_epoch, on_result=[*hooks, *on_result])
 
 
 def run(session: Session, objective: Objective, *, n_trials: int,
         timeout: float | None = None,
-        on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> None:
-    """Train trials until the study has ``n_trials`` finished ones (a study-wide total)."""
+        on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+        stop: GracefulStop | None = None) -> None:
+    """Train trials until the study has ``n_trials`` finished ones (a study-wide total).
+
+    With ``stop`` (a :class:`~search.study.GracefulStop` in effect), Ctrl-C/SIGTERM fail only
+    the running trial (queued again) and raise ``KeyboardInterrupt`` at a safe point."""
     run_trials(session.study, objective, n_trials=n_trials, timeout=timeout,
-               catch=(TrialFailed,), callbacks=[on_trial] if on_trial else [])
+               catch=(TrialFailed,), callbacks=[on_trial] if on_trial else [], stop=stop)
 
 
 def best_trials(study: optuna.Study, top: int = 5) -> list[optuna.trial.FrozenTrial]:
