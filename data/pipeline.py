@@ -50,7 +50,8 @@ class Preprocessor(nn.Module):
         x = x.index_select(1, self.channels).float().div_(255.0)
         if train and self.augmenter is not None:
             x = self.augmenter(x).clamp_(0.0, 1.0)
-        return (x - self.mean) / self.std
+        # in place on this fresh tensor: the same arithmetic as inference's (x - mean) / std
+        return x.sub_(self.mean).div_(self.std)
 
 
 def balanced_weights(codes: Sequence[str]) -> torch.Tensor:

@@ -234,6 +234,12 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def _non_finite(value: float, epoch: int, step: int, lr: float) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"the training loss became {value} at epoch {epoch}, step {step} (lr {lr:.3g}); lower "
+        "the learning rate or keep gradient clipping on.")
+
+
 def _defect_ap(logits: list[torch.Tensor], targets: list[torch.Tensor], task: str) -> float:
     from sklearn.metrics import average_precision_score
 
@@ -245,6 +251,9 @@ def _defect_ap(logits: list[torch.Tensor], targets: list[torch.Tensor], task: st
 def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "cpu",
           callback: Callable[[EpochReport], None] | None = None) -> TrainResult:
     """Train ``config`` on ``data``'s training rows, validating on its validation rows.
+
+    Without validation rows (a final refit on every labelled eraser) it trains all
+    ``config.train.epochs`` epochs and returns the last one, with empty metrics and thresholds.
 
     Raises :class:`NonFiniteLossError` if the loss stops being finite; anything the callback
     raises (e.g. a pruning signal) propagates unchanged.
@@ -306,7 +315,7 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
     for epoch in range(1, tc.epochs + 1):
         t0 = time.perf_counter()
         net.train()
-        losses, seen_logits, seen_targets = [], [], []
+        losses, lrs, seen_logits, seen_targets = [], [], [], []
         for step, (pos, xb, yb) in enumerate(batches.epoch()):
             x = pre(xb, train=True)
             if device.type == "cuda":
@@ -314,11 +323,11 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
             with _autocast(device):
                 logits = net(x)
             loss = loss_fn(logits.float(), yb, sample_weight[pos])
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"the training loss became {loss.item()} at epoch {epoch}, step {step + 1} "
-                    f"(lr {opt.param_groups[0]['lr']:.3g}); lower the learning rate or keep "
-                    "gradient clipping on.")
+            lrs.append(opt.param_groups[0]["lr"])
+            # Reading the loss on a GPU would make the host wait for every step (no queueing
+            # ahead); there the check runs once per epoch, below, on the stacked losses.
+            if device.type != "cuda" and not torch.isfinite(loss):
+                raise _non_finite(loss.item(), epoch, step + 1, lrs[-1])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
@@ -329,22 +338,30 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
             losses.append(loss.detach())
             seen_logits.append(logits.detach())
             seen_targets.append(yb)
-        train_loss = torch.stack(losses).mean().item()
+        stacked = torch.stack(losses)
+        finite = torch.isfinite(stacked)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0, 0])
+            raise _non_finite(stacked[first].item(), epoch, first + 1, lrs[first])
+        train_loss = stacked.mean().item()
         train_ap = _defect_ap(seen_logits, seen_targets, cfg.task)
 
-        val_loss, val_logits = evaluate_logits(net, pre, val_batches, loss_fn, device)
-        val_probs = probabilities(val_logits, cfg.task).numpy()
-        metrics = evaluate(val_probs, val_targets, policy=tc.policy)
-        score = metrics[tc.metric]
+        if len(data.val_rows):
+            val_loss, val_logits = evaluate_logits(net, pre, val_batches, loss_fn, device)
+            val_probs = probabilities(val_logits, cfg.task).numpy()
+            metrics = evaluate(val_probs, val_targets, policy=tc.policy)
+        else:  # nothing to choose an epoch on: the last one is the result
+            val_loss, val_probs, metrics = math.nan, np.empty((0, 4), np.float32), {}
+        score = metrics.get(tc.metric, math.nan)
         if not math.isfinite(score):
             score = -math.inf  # undefined (a class absent from validation) never wins
-        if score > best["score"] or best["epoch"] == 0:
+        if score > best["score"] or best["epoch"] == 0 or not len(data.val_rows):
             best = {"score": score, "epoch": epoch, "metrics": metrics, "probs": val_probs,
                     "state": copy.deepcopy({k: v.detach().cpu()
                                             for k, v in net.state_dict().items()})}
         report = EpochReport(
             epoch=epoch, epochs=tc.epochs, train_loss=train_loss, val_loss=val_loss,
-            train_ap=train_ap, val_metrics=metrics, score=metrics[tc.metric],
+            train_ap=train_ap, val_metrics=metrics, score=metrics.get(tc.metric, math.nan),
             best_score=best["score"], best_epoch=best["epoch"],
             lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
         history.append(report.row())
