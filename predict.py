@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import model as model_lib
 from data import DataError, format_problems, load_data
 from data.cache import default_cache_dir
 from data.cli import HelpFormatter, fail, progress_bar, setup_logging
+from data.fileio import atomic_write
 from model import PROB_NAMES, CheckpointError
 from search.device import DeviceError, resolve_device
 from search.evaluate import graded_table, predict_set, score
@@ -55,24 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
 def write_predictions(path: Path, ids: list[str], probs: np.ndarray,
                       thresholds: dict[str, float]) -> Path:
     """Write the per-eraser CSV atomically (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     col = {name: i for i, name in enumerate(PROB_NAMES)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(COLUMNS)
-            for i, eraser_id in enumerate(ids):
-                row: dict[str, object] = {"id": eraser_id}
-                for stem, name in STEMS.items():
-                    p = float(probs[i, col[name]])
-                    row[f"prob_{stem}"] = f"{p:.6f}"
-                    row[f"pred_{stem}"] = int(p >= thresholds[name])
-                w.writerow([row[c] for c in COLUMNS])
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for i, eraser_id in enumerate(ids):
+            row: dict[str, object] = {"id": eraser_id}
+            for stem, name in STEMS.items():
+                p = float(probs[i, col[name]])
+                row[f"prob_{stem}"] = f"{p:.6f}"
+                row[f"pred_{stem}"] = int(p >= thresholds[name])
+            w.writerow([row[c] for c in COLUMNS])
     return path
 
 

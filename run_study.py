@@ -31,7 +31,6 @@ from search import dashboard as dashboard_lib
 from search.device import (
     DeviceError,
     describe_device,
-    resolve_device,
     threads_per_worker,
     worker_device,
 )
@@ -125,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--heartbeat", type=int, default=30, help="seconds between a running "
                    "trial's heartbeats; a trial silent for 4x this is failed and retried")
     g.add_argument("--dry-run", action="store_true",
-                   help="validate data, split and storage, print the plan, train nothing")
+                   help="validate data, split and storage, print the plan; train nothing and "
+                   "write nothing to the storage")
     g.add_argument("-v", "--verbose", action="store_true", help="log more")
     g.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -175,7 +175,7 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
     url = storage_url(args.storage)
 
     try:
-        device = worker_device(resolve_device(args.device), args.worker_index or 0)
+        device = worker_device(args.device, args.worker_index or 0)
     except DeviceError as exc:
         return fail(str(exc))
     if args.workers > 1 or worker:
@@ -200,7 +200,7 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
             seed=args.seed, val_fraction=args.val_fraction, group_regex=args.group_regex,
             artifact_dir=args.artifact_dir, cache_dir=args.cache_dir,
             heartbeat=args.heartbeat, worker_index=args.worker_index or 0, progress=update,
-            flagged=flagged)
+            flagged=flagged, dry_run=args.dry_run)
     except DataError as exc:
         close()
         return fail(f"{data_path} cannot be used:\n{format_problems(exc.problems)}\n"
@@ -214,7 +214,9 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
         return run_worker(session, device, n_trials, args.timeout, args.worker_index)
 
     print(format_summary(session.data.summary()))
-    print(f"\nstudy   {study_name} ({'resumed' if session.resumed else 'new'}) in "
+    state = ("resumed" if session.resumed
+             else "new; the dry run does not create it" if args.dry_run else "new")
+    print(f"\nstudy   {study_name} ({state}) in "
           f"{mask_url(url)}")
     print(f"split   {len(session.split.train_ids())} train / {len(session.split.val_ids())} "
           f"validation erasers, hash {session.split.hash}")

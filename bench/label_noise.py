@@ -256,7 +256,7 @@ def section(results: list[dict], args: argparse.Namespace, config, machine: str,
 
 def write_section(text: str, path: Path = RESULTS) -> None:
     """Replace (or append) this script's section of RESULTS.md, atomically."""
-    import os
+    from data.fileio import write_text
 
     old = path.read_text() if path.exists() else "# Benchmark results\n\n"
     start = old.find(SECTION)
@@ -265,9 +265,7 @@ def write_section(text: str, path: Path = RESULTS) -> None:
     else:
         nxt = old.find("\n## ", start + len(SECTION))
         new = old[:start] + text + ("" if nxt < 0 else old[nxt + 1:])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new.rstrip("\n") + "\n")
-    os.replace(tmp, path)
+    write_text(path, new.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ import numpy as np
 from data.cache import Progress, default_cache_dir
 from data.channels import CHANNELS, CLASS_CODES
 from data.dataset import EraserSet, load_data
+from data.fileio import atomic_write
 from data.labels import MULTICLASS
 from data.split import SplitError, make_split
 
@@ -95,12 +96,10 @@ def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | N
     """Write dict rows as CSV through a temporary file and a rename (never half-written)."""
     path = Path(path)
     columns = list(columns or (rows[0].keys() if rows else []))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 

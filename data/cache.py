@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from data.channels import CHANNELS
 from data.errors import Problem, error
+from data.fileio import atomic_write
 from data.sources import ImageError, ImageSource
 
 log = logging.getLogger(__name__)
@@ -97,14 +98,8 @@ def _resize_all(native: np.ndarray, size: int) -> np.ndarray:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object: np.save would rename a bare path
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "wb") as f:  # a file object: np.save would rename a bare path
+        np.save(f, array)
 
 
 def cache_key(source: ImageSource, ids: list[str]) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from data.channels import CLASS_CODES
+from data.fileio import atomic_write
 from data.labels import MULTICLASS
 
 log = logging.getLogger(__name__)
@@ -164,14 +164,11 @@ def find_issues(ids: Sequence[str], targets: np.ndarray, probs: np.ndarray, *,
 
 
 def _atomic_rows(path: Path, header: Sequence[str] | None, rows: Iterable[Sequence]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
         if header:
             writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 

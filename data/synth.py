@@ -52,6 +52,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from data.channels import CHANNELS, CLASS_CODES, NATIVE_SIZE
+from data.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -860,12 +861,10 @@ def _zip_add(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str | int]]) -> None:
     """Write via a temporary file so a reader never sees half a CSV."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _check_args(n: int, size: int, rates: dict[str, float], pack_size: int, workers: int | None):

@@ -15,6 +15,8 @@ import platform
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -179,22 +181,35 @@ def make_checkpoint(
     return _plain(ckpt, "checkpoint")
 
 
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path``, synced and renamed onto it when the block succeeds.
+
+    (``data.fileio`` has the same for the data layer; ``model`` imports nothing from ``data``.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # what open() gives, not mkstemp's owner-only 0o600
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``ckpt`` to ``path`` atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     ckpt = _plain(ckpt, "checkpoint")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Never leave a half-written model or a stray temp file behind.
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # never a half-written model or a stray temp file, even on Ctrl-C or a full disk
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
     log.info("saved checkpoint %s", path)
     return path
 

@@ -26,7 +26,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint import atomic_path
 from .config import SOURCE_CHANNELS
 from .inference import InspectionModel
 from .metrics import GRADED
@@ -128,14 +128,8 @@ def export_onnx(model: InspectionModel, path: str | os.PathLike, *,
                         f"= {', '.join(GRADED)}; {OUTPUT_NAMES[1]} (batch,).")
     onnx.helper.set_model_props(proto, onnx_metadata(model))
     onnx.checker.check_model(proto)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
     log.info("wrote ONNX model %s (opset %d)", path, opset)
     return path
 

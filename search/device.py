@@ -49,9 +49,15 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
-def worker_device(base: torch.device, worker_index: int) -> torch.device:
-    """Round-robin the workers of one machine over its visible GPUs."""
-    if base.type != "cuda":
+def worker_device(requested: str, worker_index: int) -> torch.device:
+    """The device of worker ``worker_index`` for ``--device requested``.
+
+    ``auto`` and ``cuda`` spread the workers of one machine round-robin over its visible
+    GPUs; an explicit ``cuda:N`` puts every worker on GPU N (the user chose it, e.g. to leave
+    the other GPUs to someone else).
+    """
+    base = resolve_device(requested)
+    if base.type != "cuda" or ":" in requested:
         return base
     return torch.device("cuda", worker_index % torch.cuda.device_count())
 

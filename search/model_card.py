@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from data.fileio import write_text
 from model import GRADED, CNNConfig, OnnxCheck, describe
 from model.onnx import INPUT_NAME, OUTPUT_NAMES
 
@@ -175,13 +175,4 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
 
 def write_model_card(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_text(path, text)

@@ -33,7 +33,9 @@ from search.study import (
     make_sampler,
     open_storage,
     run_trials,
+    sqlite_file_missing,
     storage_for_commands,
+    study_names,
 )
 from search.train import EpochReport, TrainResult
 from search.trial_report import TrialReport, write_study_note
@@ -54,6 +56,7 @@ class Session:
     resumed: bool
     notes: list[str] = field(default_factory=list)
     flagged: tuple[str, ...] = ()  # suspected mislabels whose loss weight the trials set
+    dry_run: bool = False  # nothing was written to the storage; a new study is in memory
 
     @property
     def artifact_store(self) -> FileSystemArtifactStore:
@@ -98,11 +101,13 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
             artifact_dir: str | Path | None = None,
             cache_dir: str | Path | None = USE_DEFAULT_CACHE, heartbeat: int = 30,
             worker_index: int = 0, progress: Progress | None = None,
-            flagged: Sequence[str] = ()) -> Session:
+            flagged: Sequence[str] = (), dry_run: bool = False) -> Session:
     """Validate the data, split it, open the storage and create or resume the study.
 
     ``flagged``: ids of suspected mislabels (``search.label_issues``) whose loss weight the
-    trials use; the list is part of what the study is bound to.
+    trials use; the list is part of what the study is bound to. ``dry_run`` checks all of
+    that against the storage but writes nothing to it: a study that does not exist yet is
+    made in memory only (``Session.dry_run``).
     Raises ``DataError``, ``SplitError`` or ``StudyError`` with a user-facing message.
     """
     data = load_data(data_path, labels, cache_dir=cache_dir, progress=progress)
@@ -114,7 +119,7 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
         notes.append("only binary labels: searching the binary head on defect AUC-PR")
     split = make_split(data.ids, data.codes, k=k_for_fraction(val_fraction), seed=seed,
                        group_regex=group_regex)
-    storage = open_storage(storage_url, heartbeat_interval=heartbeat)
+    storage = _storage(storage_url, study_name, heartbeat, dry_run)
     # Each worker gets its own sampler seed: identical seeds would propose identical trials.
     study, resumed = create_or_resume(
         study_name, storage, sampler=make_sampler(sampler, seed + worker_index),
@@ -140,12 +145,27 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     art_dir = Path(artifact_dir) if artifact_dir else artifact_dir_for(storage_url)
     session = Session(study=study, data=data, split=split, space=space,
                       storage_url=storage_url, artifact_dir=art_dir.resolve(),
-                      resumed=resumed, notes=notes, flagged=flagged)
+                      resumed=resumed, notes=notes, flagged=flagged, dry_run=dry_run)
+    if dry_run:
+        return session
     if not resumed:
         _save_split(session)
     # The study's dashboard note (data, class balance, split); kept if one exists already.
     write_study_note(study, data, split, space)
     return session
+
+
+def _storage(url: str, study_name: str, heartbeat: int,
+             dry_run: bool) -> optuna.storages.BaseStorage:
+    """The study's storage; for a dry run of a study that does not exist yet, a throwaway
+    in-memory one (the URL is still checked, and no SQLite file is created)."""
+    memory = optuna.storages.InMemoryStorage
+    if dry_run and sqlite_file_missing(url):
+        return memory()
+    storage = open_storage(url, heartbeat_interval=heartbeat)
+    if dry_run and study_name not in study_names(storage):
+        return memory()
+    return storage
 
 
 def _known_flagged(flagged: Sequence[str], data: EraserSet, notes: list[str]

@@ -99,6 +99,16 @@ def artifact_dir_for(url: str) -> Path:
     return Path("artifacts").resolve()
 
 
+def sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist (yet)."""
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return False  # open_storage says what is wrong with it
+    return (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).exists())
+
+
 def open_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | None = None,
                  max_retry: int = 2) -> RDBStorage:
     """Connect (creating the schema if needed), or raise :class:`StudyError` saying why."""
@@ -168,7 +178,7 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     raise StudyError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}.")
 
 
-def study_names(storage: RDBStorage) -> list[str]:
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
 
 
@@ -183,8 +193,8 @@ def load_study(name: str, storage: RDBStorage, *,
     return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
-def create_or_resume(name: str, storage: RDBStorage, *, sampler: optuna.samplers.BaseSampler,
-                     pruner: optuna.pruners.BasePruner,
+def create_or_resume(name: str, storage: optuna.storages.BaseStorage, *,
+                     sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
                      attrs: dict) -> tuple[optuna.Study, bool]:
     """Create the study with ``attrs`` as user attributes, or resume it if they agree.
 

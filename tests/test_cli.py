@@ -91,6 +91,19 @@ def test_resume_to_a_larger_total(env, capsys):
     assert len(finished) == 3
 
 
-def test_dry_run_trains_nothing(env, capsys):
+def test_dry_run_trains_nothing_and_writes_no_study(env, capsys):
+    db = env["tmp"] / "studies.db"
     assert run_study.main([*study_args(env), "--dry-run"]) == 0
-    assert "nothing trained" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nothing trained" in out and "the dry run does not create it" in out
+    assert not db.exists() and not (env["tmp"] / "artifacts").exists()
+
+    # with a storage that exists: checked, left as it was
+    assert run_study.main([*study_args(env), "--study", "other", "--n-trials", "1",
+                           "--epochs", "1"]) == 0
+    before = db.read_bytes()
+    assert run_study.main([*study_args(env), "--dry-run"]) == 0
+    assert db.read_bytes() == before
+    import optuna
+
+    assert [s.study_name for s in optuna.get_all_study_summaries(env["url"])] == ["other"]

@@ -177,7 +177,6 @@ def test_postgres_worker_killed_mid_trial_is_failed_and_retried(tiny, tmp_path, 
                                                                 capsys):
     url = postgres_url
     args = study_args(tiny, url, "--heartbeat", "1", n=1)
-    assert run_study.main([*args, "--dry-run"]) == 0  # the parent's part: create the study
     victim = start([*args, "--worker-index", "0"], tmp_path)
     killed = wait_for("a trial in training", training(url), victim)
     victim.kill()  # SIGKILL: no handler runs, the trial stays RUNNING
