@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "assigned round-robin)")
     g.add_argument("--heartbeat", type=int, default=30, help="seconds between a running "
                    "trial's heartbeats; a trial silent for 4x this is failed and retried")
+    g.add_argument("--trial-figures", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw each finished trial's figures for the dashboard (curves, "
+                   "confusion matrix, PR curve, worst errors; about a second per trial on a "
+                   "CPU); the note with its metrics is written either way")
     g.add_argument("--dry-run", action="store_true",
                    help="validate data, split and storage, print the plan; train nothing and "
                    "write nothing to the storage")
@@ -211,7 +215,8 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
     close()
 
     if worker:
-        return run_worker(session, device, n_trials, args.timeout, args.worker_index)
+        return run_worker(session, device, n_trials, args.timeout, args.worker_index,
+                          figures=args.trial_figures)
 
     print(format_summary(session.data.summary()))
     state = ("resumed" if session.resumed
@@ -256,7 +261,7 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
         if args.workers > 1:
             code = run_workers(args, argv, session, n_trials)
         else:
-            run_in_process(session, device, n_trials, args.timeout)
+            run_in_process(session, device, n_trials, args.timeout, figures=args.trial_figures)
             code = 0
     except KeyboardInterrupt:
         print(f"\nInterrupted. The running trial is recorded as failed and will be run again; "
@@ -267,7 +272,8 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
     return code
 
 
-def run_in_process(session, device, n_trials: int, timeout: float | None) -> None:
+def run_in_process(session, device, n_trials: int, timeout: float | None, *,
+                   figures: bool = True) -> None:
     """One worker with a bar for the study and one for the running trial's epochs."""
     study_bar = tqdm(total=n_trials, initial=n_finished(session.study), desc="study",
                      unit="trial", position=0, dynamic_ncols=True)
@@ -291,7 +297,8 @@ def run_in_process(session, device, n_trials: int, timeout: float | None) -> Non
         study_bar.refresh()
         study_bar.write(trial_line(trial))
 
-    objective = make_objective(session, device, on_epoch=on_epoch, flagged=session.flagged)
+    objective = make_objective(session, device, on_epoch=on_epoch, flagged=session.flagged,
+                               figures=figures)
     try:
         with GracefulStop() as stop:
             run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
@@ -311,7 +318,8 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     return f"trial {trial.number:3d} {trial.state.name:8s} {reason}"
 
 
-def run_worker(session, device, n_trials: int, timeout: float | None, index: int) -> int:
+def run_worker(session, device, n_trials: int, timeout: float | None, index: int, *,
+               figures: bool = True) -> int:
     """A child of --workers: plain lines, no bars (the parent aggregates)."""
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         print(trial_line(trial), flush=True)
@@ -319,7 +327,8 @@ def run_worker(session, device, n_trials: int, timeout: float | None, index: int
     print(f"started on {describe_device(device)}", flush=True)
     try:
         with GracefulStop() as stop:
-            run(session, make_objective(session, device, flagged=session.flagged),
+            run(session, make_objective(session, device, flagged=session.flagged,
+                                        figures=figures),
                 n_trials=n_trials, timeout=timeout,
                 on_trial=on_trial, stop=stop)
     except KeyboardInterrupt:

@@ -203,13 +203,14 @@ def _save_split(session: Session) -> None:
 def make_objective(session: Session, device: torch.device, *,
                    on_epoch: Callable[[int, EpochReport], None] | None = None,
                    on_result: Sequence[Callable[[optuna.Trial, TrainResult], None]] = (),
-                   flagged: Sequence[str] = (), trial_report: bool = True) -> Objective:
-    """The study's objective; ``trial_report`` adds figures and a note per finished trial
-    for optuna-dashboard (``search.trial_report``) before the ``on_result`` hooks."""
-    hooks = [TrialReport(session.data, session.artifact_store)] if trial_report else []
+                   flagged: Sequence[str] = (), figures: bool = True) -> Objective:
+    """The study's objective. Each finished trial gets a note for optuna-dashboard and, with
+    ``figures``, its figures (``search.trial_report``; about a second per trial on a CPU),
+    before the ``on_result`` hooks."""
+    report = TrialReport(session.data, session.artifact_store if figures else None)
     return Objective(session.data, session.split, session.space, device=device,
                      artifact_store=session.artifact_store, flagged=flagged or session.flagged,
-                     on_epoch=on_epoch, on_result=[*hooks, *on_result])
+                     on_epoch=on_epoch, on_result=[report, *on_result])
 
 
 def run(session: Session, objective: Objective, *, n_trials: int,

@@ -63,6 +63,19 @@ def test_each_finished_trial_has_small_figures_and_a_note(tiny_study):
             assert text in note, text
 
 
+def test_no_trial_figures_keeps_the_note_and_draws_nothing(synthetic, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    assert run_study.main(["--data", str(synthetic), "--study", "plain", "--storage", url,
+                           "--n-trials", "1", "--epochs", "1", "--sizes", "32",
+                           "--pruner", "none", "--cache-dir", str(tmp_path / "cache"),
+                           "--no-trial-figures"]) == 0
+    study = optuna.load_study(study_name="plain", storage=url)
+    (trial,) = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    names = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
+    assert names and not names & set(FIGURES), names  # the weights, no figures
+    assert note_of(trial, study).startswith(f"## Trial {trial.number}:")
+
+
 def test_the_study_note_has_the_data_and_split_but_no_paths(tiny_study):
     session, tmp = tiny_study
     note = note_of(session.study)
