@@ -74,6 +74,28 @@ def machine() -> str:
     return ", ".join(parts)
 
 
+def begin(args: argparse.Namespace, plan: str) -> int | None:
+    """The common start of a benchmark: check ``--data``, apply ``--threads``, print the
+    machine and ``plan``. Returns the exit code when the run ends here (2: bad ``--data``;
+    0: ``--dry-run``), else None."""
+    from data.cli import fail
+
+    if args.data and not Path(args.data).is_dir():
+        return fail(f"--data {args.data} is not a folder; give a delivery folder with arrays/ "
+                    "and the label CSVs, or leave --data out for a synthetic set.")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    print(f"machine  {machine()}")
+    print(f"plan     {args.data or f'{args.n} synthetic erasers at {args.source_size} px'}"
+          f"{plan}")
+    if args.dry_run:
+        print("dry run: nothing measured.")
+        return 0
+    return None
+
+
 def ratio_line(label: str, value: float, note: str = "") -> str:
     """One machine-readable figure: ``RATIO <label>: <value>x  <note>``."""
     text = f"{RATIO_PREFIX} {label}: {value:.2f}x"

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench._common import add_common_args, machine, ratio_line, synthetic, table, workdir
+from bench._common import add_common_args, begin, ratio_line, synthetic, table, workdir
 from data.cli import HelpFormatter, fail
 
 SHARE_TARGET = 0.10
@@ -316,19 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 2 or args.batch_size < 2 or args.size < 8 or args.epochs < 1 or args.steps < 0:
         return fail("--n and --batch-size must be at least 2, --size at least 8, --epochs at "
                     "least 1 and --steps not negative.")
-    if args.data and not Path(args.data).is_dir():
-        return fail(f"--data {args.data} is not a folder; give a delivery folder with arrays/ "
-                    "and the label CSVs, or leave --data out for a synthetic set.")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"machine  {machine()}")
-    print(f"plan     {args.data or f'{args.n} synthetic erasers at {args.source_size} px'} -> "
-          f"{args.size} px, batch {args.batch_size}, augmentation strength "
-          f"({args.geometric}, {args.photometric}), {args.epochs} epoch(s) per path, DataLoader "
-          f"workers {args.loader_workers}, {args.steps} training steps for the share")
-    if args.dry_run:
-        print("dry run: nothing measured.")
-        return 0
+    code = begin(args, f" -> {args.size} px, batch {args.batch_size}, augmentation strength "
+                 f"({args.geometric}, {args.photometric}), {args.epochs} epoch(s) per path, "
+                 f"DataLoader workers {args.loader_workers}, {args.steps} training steps for "
+                 "the share")
+    if code is not None:
+        return code
 
     from data import AugmentConfig, Preprocessor, load_data
     from data.pipeline import channel_stats

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench._common import add_common_args, machine, ratio_line, synthetic, table, workdir
+from bench._common import add_common_args, begin, ratio_line, synthetic, table, workdir
 from data.cli import HelpFormatter, fail
 
 EPOCH_RATIO_TARGET = 3.0
@@ -88,20 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.trials < 2 or args.epochs < 2 or args.size < 16:
         return fail("--trials and --epochs must be at least 2 and --size at least 16.")
-    if args.data and not Path(args.data).is_dir():
-        return fail(f"--data {args.data} is not a folder; give a delivery folder, or leave "
-                    "--data out for a synthetic set.")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    print(f"machine  {machine()}")
-    print(f"plan     {args.data or f'{args.n} synthetic erasers at {args.source_size} px'} -> "
-          f"{args.size} px; per pruner {args.trials} trials of up to {args.epochs} epochs, "
-          f"{args.sampler} sampler seed {args.seed}; pruners {', '.join(args.pruners)}")
-    if args.dry_run:
-        print("dry run: nothing measured.")
-        return 0
+    code = begin(args, f" -> {args.size} px; per pruner {args.trials} trials of up to "
+                 f"{args.epochs} epochs, {args.sampler} sampler seed {args.seed}; pruners "
+                 f"{', '.join(args.pruners)}")
+    if code is not None:
+        return code
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

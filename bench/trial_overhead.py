@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench._common import add_common_args, machine, ratio_line, synthetic, table, workdir
+from bench._common import add_common_args, begin, ratio_line, synthetic, table, workdir
 from data.cli import HelpFormatter, fail
 
 TARGET_S = 0.5
@@ -193,20 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.trials < 2 or args.epochs < 1 or args.starts < 0 or args.size < 16:
         return fail("--trials must be at least 2, --epochs at least 1, --starts not negative "
                     "and --size at least 16.")
-    if args.data and not Path(args.data).is_dir():
-        return fail(f"--data {args.data} is not a folder; give a delivery folder, or leave "
-                    "--data out for a synthetic set.")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    print(f"machine  {machine()}")
-    print(f"plan     {args.data or f'{args.n} synthetic erasers at {args.source_size} px'}; "
-          f"{args.trials} trials of {args.epochs} epoch(s) at {args.size} px in one process "
-          f"(TPE, SQLite); {args.starts} new process(es) per cache state")
-    if args.dry_run:
-        print("dry run: nothing measured.")
-        return 0
+    code = begin(args, f"; {args.trials} trials of {args.epochs} epoch(s) at {args.size} px in "
+                 f"one process (TPE, SQLite); {args.starts} new process(es) per cache state")
+    if code is not None:
+        return code
 
     with workdir() as tmp:
         folder = synthetic(args, tmp)
