@@ -198,7 +198,8 @@ MANY_FLAGGED = 0.15
 def caution(summary: dict) -> str | None:
     """A warning when the flags are probably the model's mistakes rather than label errors."""
     auroc = summary["oof_metrics"].get("defect_auroc", math.nan)
-    if auroc < WEAK_AUROC or summary["flagged_share"] > MANY_FLAGGED:
+    # an undefined AUROC (no defective or no good eraser) says nothing good about the model
+    if not auroc >= WEAK_AUROC or summary["flagged_share"] > MANY_FLAGGED:
         return (f"Caution: the cross-validated model separates defective from good erasers "
                 f"only with AUROC {auroc:.2f} and flags {100 * summary['flagged_share']:.0f} % "
                 "of the erasers; with a weak model most flags are its own mistakes. Train a "
