@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     g.add_argument("--workers", type=int, default=1,
-                   help="worker processes on this machine sharing the study (GPUs are "
-                   "assigned round-robin)")
+                   help="worker processes on this machine sharing the study (spread "
+                   "round-robin over the GPUs; --device cuda:N puts them all on GPU N)")
     g.add_argument("--heartbeat", type=int, default=30, help="seconds between a running "
                    "trial's heartbeats; a trial silent for 4x this is failed and retried")
     g.add_argument("--trial-figures", action=argparse.BooleanOptionalAction, default=True,

@@ -56,7 +56,6 @@ class Session:
     resumed: bool
     notes: list[str] = field(default_factory=list)
     flagged: tuple[str, ...] = ()  # suspected mislabels whose loss weight the trials set
-    dry_run: bool = False  # nothing was written to the storage; a new study is in memory
 
     @property
     def artifact_store(self) -> FileSystemArtifactStore:
@@ -107,7 +106,7 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     ``flagged``: ids of suspected mislabels (``search.label_issues``) whose loss weight the
     trials use; the list is part of what the study is bound to. ``dry_run`` checks all of
     that against the storage but writes nothing to it: a study that does not exist yet is
-    made in memory only (``Session.dry_run``).
+    made in memory only.
     Raises ``DataError``, ``SplitError`` or ``StudyError`` with a user-facing message.
     """
     data = load_data(data_path, labels, cache_dir=cache_dir, progress=progress)
@@ -145,7 +144,7 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     art_dir = Path(artifact_dir) if artifact_dir else artifact_dir_for(storage_url)
     session = Session(study=study, data=data, split=split, space=space,
                       storage_url=storage_url, artifact_dir=art_dir.resolve(),
-                      resumed=resumed, notes=notes, flagged=flagged, dry_run=dry_run)
+                      resumed=resumed, notes=notes, flagged=flagged)
     if dry_run:
         return session
     if not resumed:
