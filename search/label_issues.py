@@ -185,9 +185,12 @@ def _oof_metrics(cv: CrossVal, data: EraserSet) -> dict:
     m = evaluate(cv.probs, data.targets)
     out = {k: round(v, 4) for k in ("graded_ap", "defect_ap", "graded_f1")
            if math.isfinite(v := m.get(k, math.nan))}
-    y = data.defect
-    if 0 < y.sum() < len(y):
-        out["defect_auroc"] = round(float(roc_auc_score(y, cv.probs[:, 3])), 4)
+    columns = [("defect", data.defect, 3)]
+    if data.label_kind == MULTICLASS:  # binary labels say nothing about the kind
+        columns += [("print", data.targets[:, 0], 0), ("physical", data.targets[:, 1], 1)]
+    for name, y, col in columns:
+        if 0 < y.sum() < len(y):
+            out[f"{name}_auroc"] = round(float(roc_auc_score(y, cv.probs[:, col])), 4)
     return out
 
 
@@ -197,7 +200,12 @@ MANY_FLAGGED = 0.15
 
 def caution(summary: dict) -> str | None:
     """A warning when the flags are probably the model's mistakes rather than label errors."""
-    auroc = summary["oof_metrics"].get("defect_auroc", math.nan)
+    metrics = summary["oof_metrics"]
+    auroc = metrics.get("defect_auroc", math.nan)
+    # A model can separate defective from good on print defects alone and still be blind to
+    # physical ones: it then cannot find a missed physical defect, so the weakest kind counts.
+    weakest = min(((metrics[f"{k}_auroc"], k) for k in ("print", "physical")
+                   if f"{k}_auroc" in metrics), default=(math.inf, ""))
     # an undefined AUROC (no defective or no good eraser) says nothing good about the model
     if not auroc >= WEAK_AUROC or summary["flagged_share"] > MANY_FLAGGED:
         return (f"Caution: the cross-validated model separates defective from good erasers "
@@ -205,6 +213,12 @@ def caution(summary: dict) -> str | None:
                 "of the erasers; with a weak model most flags are its own mistakes. Train a "
                 "stronger configuration (more epochs, a better trial) before cleaning, or keep "
                 "to --missed-only and look at top_suspects.png first.")
+    if not weakest[0] >= WEAK_AUROC:
+        return (f"Caution: the cross-validated model recognises {weakest[1]} defects only "
+                f"with AUROC {weakest[0]:.2f}, so it cannot find {weakest[1]} defects "
+                "labelled good, and its flags of that kind are mostly its own mistakes. Train "
+                "a stronger configuration (a better trial, more pixels, the NORMAL channel "
+                "for physical defects) before trusting the list.")
     return None
 
 

@@ -57,6 +57,8 @@ def test_cross_validated_issues_and_cleaned_labels(noisy, tmp_path, capsys):
     cleaned = (out / "labels_cleaned.csv").read_text().splitlines()
     assert cleaned[0] == "ID,label" and len(cleaned) == 33  # the delivered header, every id
     summary = json.loads((out / "summary.json").read_text())
+    # X_Y labels: how well the model sees each defect kind, not only defective vs good
+    assert {"defect_auroc", "print_auroc", "physical_auroc"} <= set(summary["oof_metrics"])
     truth = summary["truth"]
     assert truth["mislabelled"] == 4  # round(0.25 * 16) injected missed defects
     assert truth["flagged"] == len(issues) and 0 <= truth["found"] <= truth["mislabelled"]
@@ -72,6 +74,17 @@ def test_cross_validated_issues_and_cleaned_labels(noisy, tmp_path, capsys):
 def test_caution_when_the_model_is_weak_or_flags_too_many(auroc, share, warned):
     summary = {"oof_metrics": {"defect_auroc": auroc}, "flagged_share": share}
     assert (label_issues.caution(summary) is not None) == warned
+
+
+@pytest.mark.parametrize(("print_auroc", "physical_auroc", "blind"), [
+    (0.97, 0.90, None), (0.97, 0.55, "physical"), (0.70, 0.95, "print")])
+def test_caution_names_the_defect_kind_the_model_cannot_see(print_auroc, physical_auroc, blind):
+    summary = {"oof_metrics": {"defect_auroc": 0.9, "print_auroc": print_auroc,
+                               "physical_auroc": physical_auroc}, "flagged_share": 0.05}
+    warning = label_issues.caution(summary)
+    assert (warning is None) == (blind is None)
+    if blind:
+        assert f"recognises {blind} defects only" in warning
 
 
 def test_bad_input_exits_2(noisy, tmp_path, capsys):
@@ -147,3 +160,37 @@ def test_noise_bench_plans_and_writes_only_its_section(tmp_path, capsys):
     text = results.read_text()
     assert "keep me" in text and "me too" in text and "second" in text
     assert "first" not in text and text.count(label_noise.SECTION) == 1
+
+
+def test_noise_bench_configs_load_and_paths_stay_inside_the_project(tmp_path, capsys):
+    import json
+
+    from bench import label_noise
+    from search.train import RunConfig
+
+    folder = label_noise.RESULTS.parent / "label_noise_configs"
+    configs = sorted(folder.glob("*.json"))
+    assert len(configs) >= 2
+    for path in configs:
+        RunConfig.from_dict(json.loads(path.read_text()))  # raises on a bad field
+    assert (label_noise.shown_path(str(configs[0]))
+            == f"bench/label_noise_configs/{configs[0].name}")
+    assert label_noise.shown_path(str(tmp_path / "mine.json")) == "mine.json"
+    assert label_noise.main(["--device", "quantum", "--dry-run"]) == 2
+    assert "not a device" in capsys.readouterr().err
+
+
+def test_noise_bench_runs_a_level_and_writes_its_results_file(tmp_path, capsys):
+    from bench import label_noise
+
+    results = tmp_path / "mine.md"
+    config = label_noise.RESULTS.parent / "label_noise_configs" / "small_gray_normal_96.json"
+    assert label_noise.main(["--levels", "0.2", "--n", "24", "--source-size", "16",
+                             "--epochs", "1", "--folds", "2", "--config", str(config),
+                             "--device", "cpu", "--workdir", str(tmp_path / "work"),
+                             "--write", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert text.count(label_noise.SECTION) == 1 and "| 20 % |" in text
+    assert "--config bench/label_noise_configs/small_gray_normal_96.json" in text
+    assert (tmp_path / "work" / "oof_probs_0.2.npz").is_file()
+    assert "noise 0.20: flagged" in capsys.readouterr().out
