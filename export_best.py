@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             print_tta(ckpt["tta"])
             if args.retrain_full:
                 try:
-                    ckpt = _refit(trial, ckpt, data, split, device)
+                    ckpt = _refit(trial, study.user_attrs.get("space", {}), ckpt, data,
+                                  split, device)
                 except (StudyError, NonFiniteLossError) as exc:
                     return fail(f"the refit on train+validation failed: {exc} Nothing was "
                                 "written.")
@@ -203,14 +204,14 @@ def _stage(ckpt: dict, path: Path) -> model_lib.InspectionModel:
     return model_lib.load(model_lib.save_checkpoint(ckpt, path))
 
 
-def _refit(trial: optuna.trial.FrozenTrial, ckpt: dict, data: EraserSet, split: Split,
-           device: str | torch.device) -> dict:
+def _refit(trial: optuna.trial.FrozenTrial, space: dict, ckpt: dict, data: EraserSet,
+           split: Split, device: str | torch.device) -> dict:
     n = len(split.train_ids()) + len(split.val_ids())
     print(f"refit   trial {trial.number}'s configuration on train+validation ({n} erasers, "
           f"{trial.user_attrs.get('best_epoch')} epochs, seed kept)")
     update, close = progress_bar("refit", unit="epoch")
     try:
-        result = retrain_full(trial, data, split, device=device,
+        result = retrain_full(trial, space, data, split, device=device,
                               callback=lambda r: update(r.epoch, r.epochs))
     finally:
         close()

@@ -40,6 +40,7 @@ from data.analyze import markdown_table, staged_output, write_csv
 from data.cache import default_cache_dir
 from data.cli import HelpFormatter, fail, setup_logging
 from data.errors import DataError, format_problems
+from search.space import trial_config
 
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt
@@ -134,10 +135,19 @@ def data_section(r: Report, study: optuna.Study) -> None:
               "analysis.", "")
 
 
-def methodology_section(r: Report, best: FrozenTrial) -> None:
+def best_config(study: optuna.Study, best: FrozenTrial) -> dict:
+    """The best trial's whole run configuration as plain data, or {} when it does not replay
+    in this version's search space (the report then leaves those tables out)."""
+    try:
+        return trial_config(best, study.user_attrs.get("space", {})).to_dict()
+    except ValueError as exc:
+        log.warning("%s: the configuration tables are left out", exc)
+        return {}
+
+
+def methodology_section(r: Report, best: FrozenTrial, cfg: dict) -> None:
     sec = SECTIONS[1]
     a = best.user_attrs
-    cfg = a.get("config", {})
     r.add(sec, f"Best trial {best.number}: `{a.get('architecture', '?')}`, "
           f"{a.get('params', 0):,} parameters, {a.get('macs', 0) / 1e6:.1f} M multiply-adds "
           "per eraser.", "")
@@ -164,7 +174,7 @@ def distributions(study: optuna.Study) -> dict[str, str]:
 
 
 def setup_section(r: Report, study: optuna.Study, best: FrozenTrial,
-                  trials: list[FrozenTrial]) -> None:
+                  trials: list[FrozenTrial], cfg: dict) -> None:
     sec = SECTIONS[2]
     space = study.user_attrs.get("space", {})
     metric = space.get("metric", "objective")
@@ -180,14 +190,14 @@ def setup_section(r: Report, study: optuna.Study, best: FrozenTrial,
     bounds = [{"bound": k, "value": fmt(v)} for k, v in space.items()]
     if bounds:
         r.add(sec, "Bounds of the study (stored with it):", "", markdown_table(bounds), "")
-    train_cfg = best.user_attrs.get("config", {}).get("train", {})
+    train_cfg = cfg.get("train", {})
     if train_cfg:
         rows = [{"setting": k, "value": fmt(v)} for k, v in train_cfg.items()]
         r.add(sec, "Training settings of the best trial (loss, optimiser, schedule...):", "",
               markdown_table(rows), "")
         write_csv(r.out / "best_training.csv", rows)
         r.files.append("best_training.csv")
-    aug = best.user_attrs.get("config", {}).get("augment", {})
+    aug = cfg.get("augment", {})
     if aug:
         r.add(sec, "Augmentation of the best trial: "
               + ", ".join(f"{k} {fmt(v)}" for k, v in aug.items()) + ".", "")
@@ -569,8 +579,9 @@ def build_report(study: optuna.Study, best: FrozenTrial, out: Path, *,
     with staged_output(out) as stage:
         r = Report(stage)
         data_section(r, study)
-        methodology_section(r, best)
-        setup_section(r, study, best, trials)
+        cfg = best_config(study, best)
+        methodology_section(r, best, cfg)
+        setup_section(r, study, best, trials, cfg)
         r.add(SECTIONS[3], f"Best trial: {best.number}, validation {metric} "
               f"{best.value:.4f}.", "")
         trials_table(r, trials, metric)

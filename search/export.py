@@ -28,8 +28,9 @@ from data import EraserSet, Split, load_data, make_split
 from data.dataset import USE_DEFAULT_CACHE
 from model.checkpoint import RESERVED_KEYS
 from search.evaluate import predict_set
+from search.space import trial_config
 from search.study import StudyError
-from search.train import EpochReport, RunConfig, TrainData, TrainResult, train
+from search.train import EpochReport, TrainData, TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -192,20 +193,23 @@ def measure_tta(net: model_lib.InspectionModel, data: EraserSet, ids: list[str],
     return out
 
 
-def retrain_full(trial: optuna.trial.FrozenTrial, data: EraserSet, split: Split, *,
-                 device: str | torch.device = "cpu",
+def retrain_full(trial: optuna.trial.FrozenTrial, space: dict, data: EraserSet, split: Split,
+                 *, device: str | torch.device = "cpu",
                  callback: Callable[[EpochReport], None] | None = None) -> TrainResult:
     """Refit the trial's configuration on train + validation for its best epoch count.
 
-    Same configuration and seed, early stopping off; with no validation rows left the run
+    Same configuration (replayed from the trial's parameters and the study's stored
+    ``space``) and seed, early stopping off; with no validation rows left the run
     keeps its last epoch (see :func:`search.train.train`).
     """
-    config_dict = trial.user_attrs.get("config")
     best_epoch = trial.user_attrs.get("best_epoch")
-    if config_dict is None or not best_epoch:
-        raise StudyError(f"trial {trial.number} recorded no configuration or best epoch, so "
-                         "it cannot be retrained; export it without --retrain-full.")
-    config = RunConfig.from_dict(config_dict)
+    if not best_epoch:
+        raise StudyError(f"trial {trial.number} recorded no best epoch, so it cannot be "
+                         "retrained; export it without --retrain-full.")
+    try:
+        config = trial_config(trial, space)
+    except ValueError as exc:
+        raise StudyError(f"{exc}; export it without --retrain-full.") from None
     config = replace(config, train=replace(config.train, epochs=int(best_epoch),
                                            early_stop_patience=0))
     size = config.model.input_size

@@ -55,6 +55,7 @@ from data.noise import (
     write_issues,
 )
 from model import PROB_NAMES, describe, evaluate
+from search.space import trial_config
 from search.train import EpochReport, RunConfig, TrainData, train
 
 log = logging.getLogger(__name__)
@@ -318,17 +319,14 @@ def load_run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
         source = f"run file {args.config}"
     else:
         from search.export import select_trial
-        from search.study import load_study, open_storage, storage_url
+        from search.study import StudyError, load_study, open_storage, storage_url
 
         study = load_study(args.study, open_storage(storage_url(args.storage)))
         trial = select_trial(study, args.trial)
-        stored = trial.user_attrs.get("config")
-        if not stored:
-            from search.study import StudyError
-
-            raise StudyError(f"trial {trial.number} of study {args.study!r} stored no "
-                             "configuration; pass --trial with another or use --config.")
-        config = RunConfig.from_dict(stored)
+        try:
+            config = trial_config(trial, study.user_attrs.get("space", {}))
+        except ValueError as exc:
+            raise StudyError(f"{exc}; pass --trial with another or use --config.") from None
         source = f"study {args.study}, trial {trial.number}"
     if args.epochs is not None:
         config = replace(config, train=replace(config.train, epochs=args.epochs))

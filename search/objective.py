@@ -115,12 +115,13 @@ class Objective:
         raise TrialFailed(reason) from None
 
     def _record(self, trial: optuna.Trial, result: TrainResult) -> None:
+        # No copy of the whole configuration: search.space.trial_config replays it from the
+        # parameters and the stored space, and a JSON column would swamp the dashboard.
         attrs = {
             **{k: round(v, 6) for k, v in result.metrics.items() if math.isfinite(v)},
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "params": result.params, "macs": result.macs,
             "seconds": round(result.seconds, 2), "stop_reason": result.stop_reason,
-            "config": result.config.to_dict(),
             "device": describe_device(self.device),  # for the report's hardware table
         }
         for key, value in attrs.items():

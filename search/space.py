@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from optuna.trial import BaseTrial
+from optuna.trial import BaseTrial, FixedTrial, FrozenTrial
 
 from data import CHANNEL_SETS, AugmentConfig
 from model import CNNConfig
@@ -131,3 +131,20 @@ def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunC
         trial.suggest_float("aug_geometric", 0.0, 1.0),
         trial.suggest_float("aug_photometric", 0.0, 1.0))
     return RunConfig(model=model, train=train, augment=augment)
+
+
+def trial_config(trial: FrozenTrial, space: SearchSpace | dict) -> RunConfig:
+    """The configuration ``trial`` trained, replayed from its parameters and the study's
+    stored ``space`` (``FixedTrial``). Studies recorded before the replay kept it as the
+    ``config`` user attribute, which still wins where present. Raises ``ValueError`` when
+    the parameters do not fit the space (a study from an incompatible version)."""
+    stored = trial.user_attrs.get("config")
+    if stored:
+        return RunConfig.from_dict(stored)
+    if isinstance(space, dict):
+        space = SearchSpace.from_dict(space)
+    try:
+        return suggest_config(FixedTrial(trial.params), space)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"trial {trial.number}'s parameters do not replay in this version's "
+                         f"search space ({exc})") from None

@@ -14,8 +14,7 @@ from PIL import Image
 import run_study
 from search import dashboard, plots
 from search.session import make_objective, prepare, run
-from search.space import SearchSpace
-from search.train import RunConfig
+from search.space import SearchSpace, trial_config
 from search.trial_report import FIGURES, TrialReport, note_of, trial_note, worst_errors
 
 # straight to the local dashboard, whatever $http_proxy says
@@ -104,7 +103,7 @@ def test_worst_errors_are_the_most_confident_mistakes():
 
 def test_the_note_says_n_a_for_undefined_metrics(tiny_study):
     session, _ = tiny_study
-    config = RunConfig.from_dict(session.study.best_trial.user_attrs["config"])
+    config = trial_config(session.study.best_trial, session.study.user_attrs["space"])
     result = SimpleNamespace(  # what trial_note reads of a TrainResult
         metrics={"graded_ap": 0.5, "defect_ap": 0.7, "print_error_ap": float("nan")},
         thresholds={"defect": 0.4}, score=0.5, params=1000, macs=2e6, best_epoch=1,

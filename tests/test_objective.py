@@ -7,7 +7,7 @@ from optuna.trial import FixedTrial, TrialState
 import model as model_lib
 from data import make_split
 from search.objective import Objective, TrialFailed
-from search.space import SearchSpace, suggest_config
+from search.space import SearchSpace, suggest_config, trial_config
 from search.study import create_or_resume, make_pruner, make_sampler, open_storage, run_trials
 
 SPACE = SearchSpace(sizes=(32,), depth=(2, 3), base_widths=(8,), batch_sizes=(16,), epochs=2,
@@ -39,8 +39,9 @@ def test_trials_record_metrics_and_weights(setup):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     t = study.best_trial
     for key in ("graded_ap", "defect_ap", "defect_f1", "print_error_ap", "threshold_defect",
-                "best_epoch", "epochs_run", "params", "seconds", "config", "architecture"):
+                "best_epoch", "epochs_run", "params", "seconds", "architecture"):
         assert key in t.user_attrs, key
+    assert "config" not in t.user_attrs  # replayed, not stored (see trial_config)
     assert t.value == pytest.approx(t.user_attrs["graded_ap"], abs=1e-6)
     assert sorted(t.intermediate_values) == [1, 2]
     path = tmp_path / "best.pth"
@@ -85,3 +86,24 @@ def test_out_of_memory_fails_the_trial_and_the_study_goes_on(setup, monkeypatch)
     run_trials(study, objective, n_trials=1, catch=(TrialFailed,))
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert "out of memory" in study.trials[0].user_attrs["fail_reason"]
+
+
+def test_trial_config_replays_exactly_what_each_trial_trained(setup):
+    make_study, objective, *_ = setup
+    trained = {}
+    objective.on_result.append(lambda trial, result: trained.update({trial.number: result}))
+    study = make_study()
+    run_trials(study, objective, n_trials=2, catch=(TrialFailed,))
+    space = SPACE.to_dict()  # as the study stores it
+    for t in study.trials:
+        assert trial_config(t, space) == trained[t.number].config
+    # a study recorded before the replay kept the configuration as a user attribute
+    legacy = optuna.trial.create_trial(params={}, distributions={}, value=0.5,
+                                       user_attrs={"config": trained[0].config.to_dict()})
+    assert trial_config(legacy, space) == trained[0].config
+    # parameters that do not fit the space say so instead of training something else
+    broken = optuna.trial.create_trial(params={"input_size": 32}, value=0.5,
+                                       distributions={"input_size": optuna.distributions
+                                                      .CategoricalDistribution([32])})
+    with pytest.raises(ValueError, match="do not replay"):
+        trial_config(broken, space)
