@@ -15,10 +15,21 @@ from pathlib import Path
 from data import DataError, SplitError, format_problems, k_for_fraction, load_data, make_split
 from data.cache import default_cache_dir
 from data.cli import HelpFormatter, fail, progress_bar, setup_logging
+from data.fileio import write_text
 from model import describe, save_checkpoint
 from search.device import DeviceError, describe_device, resolve_device
 from search.plots import training_curves
-from search.train import EpochReport, NonFiniteLossError, RunConfig, TrainData, train
+from search.train import (
+    EpochReport,
+    NonFiniteLossError,
+    RunConfig,
+    RunFileError,
+    TrainConfig,
+    TrainData,
+    load_config,
+    save_config,
+    train,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,13 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_config(path: str | None, epochs: int | None) -> RunConfig:
-    d = json.loads(Path(path).read_text()) if path else RunConfig().to_dict()
-    if epochs is not None:
-        d.setdefault("train", {})["epochs"] = epochs
-    return RunConfig.from_dict(d)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -57,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.data:
         return fail("--data is required (the folder or zip of the erasers).")
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
     try:
-        config = load_config(args.config, args.epochs)
+        config = (load_config(args.config, **epochs) if args.config
+                  else RunConfig(train=TrainConfig(**epochs)))
         device = resolve_device(args.device)
-    except (OSError, json.JSONDecodeError) as exc:
-        return fail(f"cannot read --config {args.config}: {exc}")
-    except (ValueError, TypeError) as exc:
-        return fail(f"--config {args.config} is not a valid run configuration: {exc}")
+    except RunFileError as exc:
+        return fail(f"--config: {exc}")
     except DeviceError as exc:
         return fail(str(exc))
     update, close = progress_bar("loading data")
@@ -99,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = result.checkpoint(data_hash=data.data_hash, split_hash=split.hash,
                              source_size=data.image_size)
     pth = save_checkpoint(ckpt, out / f"{args.name}.pth")
-    (out / "history.json").write_text(json.dumps(result.history, indent=1))
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    history = write_text(out / "history.json", json.dumps(result.history, indent=1))
+    run_file = save_config(config, out / "config.json")  # the run as trained: --config reads it
     curves = training_curves(result.history, out / "curves.png", config.train.metric)
     print(f"\n{result.stop_reason}; best epoch {result.best_epoch}: {config.train.metric} "
           f"{result.score:.4f}")
-    print(f"wrote   {pth}, {curves}, {out / 'history.json'}")
+    print(f"wrote   {pth}, {curves}, {history}, {run_file}")
     return 0
 
 

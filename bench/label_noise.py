@@ -319,17 +319,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench._common import machine, workdir
     from search.device import DeviceError, describe_device, resolve_device
-    from search.train import RunConfig
+    from search.train import RunConfig, RunFileError, load_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    overrides = {"epochs": args.epochs, "seed": args.seed}
     try:
-        base = json.loads(Path(args.config).read_text()) if args.config else DEFAULT_RUN
-        base = {**base, "train": {**base.get("train", {}), "epochs": args.epochs,
-                                  "seed": args.seed}}
-        config = RunConfig.from_dict(base)
-    except (OSError, json.JSONDecodeError, ValueError, TypeError) as exc:
-        return fail(f"--config {args.config} is not a usable run configuration: {exc}")
+        config = (load_config(args.config, **overrides) if args.config else
+                  RunConfig.from_dict({**DEFAULT_RUN,
+                                       "train": {**DEFAULT_RUN["train"], **overrides}}))
+    except RunFileError as exc:
+        return fail(f"--config: {exc}")
     try:
         device = resolve_device(args.device)
     except DeviceError as exc:

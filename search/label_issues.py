@@ -56,7 +56,7 @@ from data.noise import (
 )
 from model import PROB_NAMES, describe, evaluate
 from search.space import trial_config
-from search.train import EpochReport, RunConfig, TrainData, train
+from search.train import EpochReport, RunConfig, TrainData, load_config, train
 
 log = logging.getLogger(__name__)
 
@@ -311,11 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
 def load_run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
     """The configuration to cross-validate and where it came from.
 
-    Raises ``StudyError`` (unknown study, no finished trial), ``OSError``/``ValueError`` (bad
-    run file).
+    Raises ``StudyError`` (unknown study, no finished trial, parameters that do not replay)
+    and ``RunFileError`` (a bad run file).
     """
     if args.config:
-        config = RunConfig.from_dict(json.loads(Path(args.config).read_text()))
+        config = load_config(args.config)
         source = f"run file {args.config}"
     else:
         from search.export import select_trial
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     from data.cli import fail, progress_bar, setup_logging
     from search.device import DeviceError, describe_device, resolve_device
     from search.study import StudyError
-    from search.train import NonFiniteLossError
+    from search.train import NonFiniteLossError, RunFileError
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -351,13 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, source = load_run_config(args)
         device = resolve_device(args.device)
-    except StudyError as exc:
-        return fail(str(exc))
-    except (OSError, json.JSONDecodeError) as exc:
-        return fail(f"cannot read --config {args.config}: {exc}")
-    except (ValueError, TypeError) as exc:
-        return fail(f"--config {args.config} is not a valid run configuration: {exc}")
-    except DeviceError as exc:
+    except RunFileError as exc:
+        return fail(f"--config: {exc}")
+    except (StudyError, DeviceError) as exc:
         return fail(str(exc))
 
     update, close = progress_bar("loading data")

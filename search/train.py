@@ -113,6 +113,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
+        """From plain data (``to_dict``'s shape; missing keys keep their defaults). Raises
+        ``ValueError`` or ``TypeError`` naming what does not fit."""
+        if not isinstance(d, dict) or not all(isinstance(d.get(k, {}), dict)
+                                              for k in ("model", "train", "augment")):
+            raise ValueError("expected a JSON object with model, train and augment objects")
         unknown = set(d) - {"model", "train", "augment"}
         if unknown:
             raise ValueError(f"unknown section(s) {sorted(unknown)}; expected model, train, "
@@ -402,9 +407,34 @@ def evaluate_logits(net: nn.Module, pre: Preprocessor, batches: DeviceBatches,
     return total / max(len(batches), 1), torch.cat(out)
 
 
+class RunFileError(ValueError):
+    """A run file that cannot be read or holds no run configuration (message is user-facing)."""
+
+
 def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Write ``config`` as a run file (JSON) that :func:`load_config` reads back."""
     import json
 
+    from data.fileio import write_text
+
     path = Path(path)
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")
     return path
+
+
+def load_config(path: str | Path, **train: object) -> RunConfig:
+    """The run file at ``path`` (``save_config``'s JSON; missing keys keep their defaults),
+    with the ``train`` settings given here overriding the file's. Raises
+    :class:`RunFileError` naming the file and what is wrong with it."""
+    import json
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFileError(f"cannot read the run file {path}: {exc}") from None
+    try:
+        if train and isinstance(d, dict) and isinstance(d.get("train", {}), dict):
+            d = {**d, "train": {**d.get("train", {}), **train}}
+        return RunConfig.from_dict(d)
+    except (ValueError, TypeError) as exc:
+        raise RunFileError(f"{path} is not a valid run configuration: {exc}") from None

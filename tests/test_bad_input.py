@@ -343,6 +343,9 @@ def test_bad_train_config(ws, tmp_path, capsys):
     run_case("train", argv, ws, capsys, "run.json")
     bad.write_text('{"model": {"no_such_option": 1}}')
     run_case("train", argv, ws, capsys, "run.json")
+    for not_a_run in ("[1, 2]", '{"train": 3}', '"model"'):  # valid JSON, wrong shape
+        bad.write_text(not_a_run)
+        run_case("train", [*argv, "--epochs", "1"], ws, capsys, "not a valid run configuration")
     assert not (tmp_path / "o").exists()
 
 

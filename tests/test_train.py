@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -76,6 +77,23 @@ def test_run_config_json_round_trip(tmp_path):
     assert again == cfg
     with pytest.raises(ValueError, match="unknown train key"):
         RunConfig.from_dict({"train": {"epochz": 3}})
+
+
+def test_run_files_round_trip_with_overrides_and_name_themselves_when_bad(tmp_path):
+    from search.train import RunFileError, load_config, save_config
+
+    cfg = RunConfig(TINY, TrainConfig(epochs=3, loss="focal"), AugmentConfig.from_strength(1, 0))
+    path = save_config(cfg, tmp_path / "run.json")
+    assert load_config(path) == cfg
+    assert load_config(path, epochs=7, seed=3).train == replace(cfg.train, epochs=7, seed=3)
+    for text, why in (("{", "cannot read"), ("[]", "not a valid"),
+                      ('{"augment": {"flipz": 1}}', "unknown augment key")):
+        path.write_text(text)
+        with pytest.raises(RunFileError, match=why) as exc:
+            load_config(path, epochs=2)
+        assert "run.json" in str(exc.value)
+    with pytest.raises(RunFileError, match="cannot read"):
+        load_config(tmp_path / "missing.json")
 
 
 def test_checkpoint_of_a_result_reproduces_its_validation_probs(data32, synthetic_set):
