@@ -194,8 +194,9 @@ def run_k(k: int, folder: Path, work: Path, args: argparse.Namespace,
     ended = dt.datetime.now()
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
     try:
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+        study = optuna.load_study(study_name=name, storage=storage)
         n_train = int(study.user_attrs.get("split", {}).get("n_train", 0))
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         trials = [t for t in study.get_trials(deepcopy=False, states=states)
@@ -216,13 +217,49 @@ def run_k(k: int, folder: Path, work: Path, args: argparse.Namespace,
     else:
         first, last, span = started, ended, wall
     util = sampler.between(first, last)
-    return {"k": k, "trials": len(trials), "epochs": sum(len(t.intermediate_values)
-                                                         for t in trials),
+    timing = trial_timing([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE],
+                          storage, work / f"{name}-artifacts")
+    return {"k": k, "trials": len(trials), "timing": timing,
+            "epochs": sum(len(t.intermediate_values) for t in trials),
             "per_trial": sum(per_trial) / len(per_trial) if per_trial else 0.0,
             "aggregate": images / span if trials else 0.0, "wall": wall,
             "util": sum(u for u, _ in util) / len(util) if util else float("nan"),
             "mem": max((m for _, m in util), default=float("nan")), "samples": len(util),
             "exit": proc.returncode, "log": log_path}
+
+
+def trial_timing(trials: list, storage, artifact_dir: Path) -> dict[str, float]:
+    """Where a completed trial's wall time goes (medians over ``trials``): set-up inside
+    ``search.train.train`` before the first epoch, the first epoch (cuDNN autotuning and lazy
+    CUDA kernel loading land there), a later epoch, and what follows training (recording,
+    weights, dashboard figures). Epoch times come from each trial's history artifact."""
+    import json
+    import statistics
+
+    from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
+
+    rows = []
+    store = FileSystemArtifactStore(str(artifact_dir)) if artifact_dir.is_dir() else None
+    for t in trials:
+        inside = t.user_attrs.get("seconds")
+        if inside is None or store is None:
+            continue
+        metas = [m for m in get_all_artifact_meta(t, storage=storage)
+                 if m.filename == "history.json"]
+        if not metas:
+            continue
+        with store.open_reader(metas[0].artifact_id) as f:
+            epochs = [float(h["seconds"]) for h in json.load(f)]
+        if not epochs:
+            continue
+        wall = (t.datetime_complete - t.datetime_start).total_seconds()
+        rows.append({"wall": wall, "setup": inside - sum(epochs), "first": epochs[0],
+                     "later": statistics.median(epochs[1:]) if len(epochs) > 1 else math.nan,
+                     "epochs": len(epochs), "after": wall - inside})
+    if not rows:
+        return {}
+    return {"n": len(rows), **{key: statistics.median(r[key] for r in rows)
+                               for key in ("wall", "setup", "first", "later", "epochs", "after")}}
 
 
 def aug_check(folder: Path, work: Path, args: argparse.Namespace) -> list[str]:
@@ -282,6 +319,19 @@ def report(results: list[dict], args: argparse.Namespace, header: str) -> str:
     lines = [header, "", table(rows, [
         "workers", "trials", "epochs", "images/s per trial", "images/s all workers",
         f"vs {base['k']} worker(s)", "GPU util %", "GPU mem MiB", "wall s"]), ""]
+    timed = [r for r in results if r.get("timing")]
+    if timed:
+        def sec(v: float) -> str:
+            return "n/a" if math.isnan(v) else f"{v:.2f}"
+
+        rows = [[str(r["k"]), str(r["timing"]["n"]), sec(r["timing"]["wall"]),
+                 sec(r["timing"]["setup"]), sec(r["timing"]["first"]), sec(r["timing"]["later"]),
+                 f"{r['timing']['epochs']:g}", sec(r["timing"]["after"])] for r in timed]
+        lines += ["Where a completed trial's time goes (medians, seconds): set-up before the "
+                  "first epoch, the first epoch (cuDNN autotuning, lazy kernel loading), a "
+                  "later epoch, and what follows training (recording, weights, figures):", "",
+                  table(rows, ["workers", "completed trials", "wall", "set-up", "first epoch",
+                               "later epoch", "epochs", "after training"]), ""]
     for r in results[1:]:
         if base["aggregate"] and r["aggregate"]:
             per_trial = r["per_trial"] / max(1e-9, base["per_trial"])

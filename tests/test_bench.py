@@ -90,6 +90,33 @@ def test_gpu_results_table_and_smi_parsing(tmp_path):
     assert "| 4 " in written and not list((tmp_path / "out").glob("*.tmp"))
 
 
+def test_gpu_bench_splits_a_trials_time_from_its_history(synthetic, tmp_path):
+    import optuna
+
+    from search.session import make_objective, prepare, run
+    from search.space import SearchSpace
+
+    space = SearchSpace(sizes=(32,), depth=(2, 2), base_widths=(8,), batch_sizes=(16,),
+                        epochs=2, patience=0)
+    session = prepare(synthetic, study_name="t", storage_url=f"sqlite:///{tmp_path / 's.db'}",
+                      space=space, sampler="random", pruner="none",
+                      artifact_dir=tmp_path / "artifacts", cache_dir=tmp_path / "cache")
+    run(session, make_objective(session, "cpu", figures=False), n_trials=2)
+    trials = session.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    timing = gpu_workers.trial_timing(trials, session.study._storage, tmp_path / "artifacts")
+    assert timing["n"] == 2 and timing["epochs"] == 2
+    assert min(timing["setup"], timing["after"]) >= 0
+    assert min(timing["first"], timing["later"]) > 0
+    # two epochs each, medians of two trials are means: the parts add up to the wall time
+    parts = ("setup", "first", "later", "after")
+    assert sum(timing[k] for k in parts) == pytest.approx(timing["wall"], abs=0.05)
+    assert gpu_workers.trial_timing(trials, session.study._storage, tmp_path / "none") == {}
+    text = gpu_workers.report([{"k": 1, "trials": 2, "epochs": 4, "per_trial": 1.0,
+                                "aggregate": 1.0, "util": float("nan"), "mem": float("nan"),
+                                "wall": 5.0, "timing": timing}], None, "settings")
+    assert "Where a completed trial's time goes" in text and "| after training |" in text
+
+
 # The faster augmentation (data.augment) the data-path benchmark led to.
 
 
