@@ -217,8 +217,13 @@ def run_k(k: int, folder: Path, work: Path, args: argparse.Namespace,
     else:
         first, last, span = started, ended, wall
     util = sampler.between(first, last)
-    timing = trial_timing([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE],
-                          storage, work / f"{name}-artifacts")
+    # Each worker's first trial also pays its process's one-time CUDA start (context, kernel
+    # and library loading): timed apart from the later trials, which show the steady state.
+    done = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE),
+                  key=lambda t: t.number)
+    artifacts = work / f"{name}-artifacts"
+    timing = {"first": trial_timing([t for t in done if t.number < k], storage, artifacts),
+              "later": trial_timing([t for t in done if t.number >= k], storage, artifacts)}
     return {"k": k, "trials": len(trials), "timing": timing,
             "epochs": sum(len(t.intermediate_values) for t in trials),
             "per_trial": sum(per_trial) / len(per_trial) if per_trial else 0.0,
@@ -229,9 +234,11 @@ def run_k(k: int, folder: Path, work: Path, args: argparse.Namespace,
 
 
 def trial_timing(trials: list, storage, artifact_dir: Path) -> dict[str, float]:
-    """Where a completed trial's wall time goes (medians over ``trials``): set-up inside
-    ``search.train.train`` before the first epoch, the first epoch (cuDNN autotuning and lazy
-    CUDA kernel loading land there), a later epoch, and what follows training (recording,
+    """Where a completed trial's wall time goes (medians over ``trials``): the time in
+    ``search.train.train`` outside its epochs (set-up before the first, the per-epoch
+    pruning reports, the result at the end), the first epoch (cuDNN autotuning and lazy
+    CUDA kernel loading land there), a later epoch, and the time outside training (before
+    it: sampling, moving a new input size's data to the device; after it: recording,
     weights, dashboard figures). Epoch times come from each trial's history artifact."""
     import json
     import statistics
@@ -255,11 +262,10 @@ def trial_timing(trials: list, storage, artifact_dir: Path) -> dict[str, float]:
         wall = (t.datetime_complete - t.datetime_start).total_seconds()
         rows.append({"wall": wall, "setup": inside - sum(epochs), "first": epochs[0],
                      "later": statistics.median(epochs[1:]) if len(epochs) > 1 else math.nan,
-                     "epochs": len(epochs), "after": wall - inside})
+                     "epochs": len(epochs), "outside": wall - inside})
     if not rows:
         return {}
-    return {"n": len(rows), **{key: statistics.median(r[key] for r in rows)
-                               for key in ("wall", "setup", "first", "later", "epochs", "after")}}
+    return {"n": len(rows), **{key: statistics.median(r[key] for r in rows) for key in rows[0]}}
 
 
 def aug_check(folder: Path, work: Path, args: argparse.Namespace) -> list[str]:
@@ -319,19 +325,25 @@ def report(results: list[dict], args: argparse.Namespace, header: str) -> str:
     lines = [header, "", table(rows, [
         "workers", "trials", "epochs", "images/s per trial", "images/s all workers",
         f"vs {base['k']} worker(s)", "GPU util %", "GPU mem MiB", "wall s"]), ""]
-    timed = [r for r in results if r.get("timing")]
-    if timed:
-        def sec(v: float) -> str:
-            return "n/a" if math.isnan(v) else f"{v:.2f}"
-
-        rows = [[str(r["k"]), str(r["timing"]["n"]), sec(r["timing"]["wall"]),
-                 sec(r["timing"]["setup"]), sec(r["timing"]["first"]), sec(r["timing"]["later"]),
-                 f"{r['timing']['epochs']:g}", sec(r["timing"]["after"])] for r in timed]
-        lines += ["Where a completed trial's time goes (medians, seconds): set-up before the "
-                  "first epoch, the first epoch (cuDNN autotuning, lazy kernel loading), a "
-                  "later epoch, and what follows training (recording, weights, figures):", "",
-                  table(rows, ["workers", "completed trials", "wall", "set-up", "first epoch",
-                               "later epoch", "epochs", "after training"]), ""]
+    rows = []
+    for r in results:
+        for which, label in (("first", "each worker's first"), ("later", "later")):
+            t = r.get("timing", {}).get(which)
+            if t:
+                rows.append([str(r["k"]), label, str(t["n"]), *(
+                    "n/a" if math.isnan(t[key]) else f"{t[key]:.2f}"
+                    for key in ("wall", "setup", "first", "later")),
+                    f"{t['epochs']:g}", f"{t['outside']:.2f}"])
+    if rows:
+        lines += ["Where a completed trial's time goes (medians, seconds): the time in "
+                  "`search.train.train` outside its epochs (set-up, pruning reports), the "
+                  "first epoch (cuDNN "
+                  "autotuning, lazy kernel loading), a later epoch, and the time outside "
+                  "training (a new input size's data to the device; recording, weights, "
+                  "figures). A worker's first trial also pays its process's CUDA start:", "",
+                  table(rows, ["workers", "trials", "completed", "wall", "set-up+reports",
+                               "first epoch", "later epoch", "epochs", "outside training"]),
+                  ""]
     for r in results[1:]:
         if base["aggregate"] and r["aggregate"]:
             per_trial = r["per_trial"] / max(1e-9, base["per_trial"])

@@ -105,16 +105,18 @@ def test_gpu_bench_splits_a_trials_time_from_its_history(synthetic, tmp_path):
     trials = session.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     timing = gpu_workers.trial_timing(trials, session.study._storage, tmp_path / "artifacts")
     assert timing["n"] == 2 and timing["epochs"] == 2
-    assert min(timing["setup"], timing["after"]) >= 0
+    assert min(timing["setup"], timing["outside"]) >= 0
     assert min(timing["first"], timing["later"]) > 0
     # two epochs each, medians of two trials are means: the parts add up to the wall time
-    parts = ("setup", "first", "later", "after")
+    parts = ("setup", "first", "later", "outside")
     assert sum(timing[k] for k in parts) == pytest.approx(timing["wall"], abs=0.05)
     assert gpu_workers.trial_timing(trials, session.study._storage, tmp_path / "none") == {}
     text = gpu_workers.report([{"k": 1, "trials": 2, "epochs": 4, "per_trial": 1.0,
                                 "aggregate": 1.0, "util": float("nan"), "mem": float("nan"),
-                                "wall": 5.0, "timing": timing}], None, "settings")
-    assert "Where a completed trial's time goes" in text and "| after training |" in text
+                                "wall": 5.0, "timing": {"first": timing, "later": {}}}],
+                              None, "settings")
+    assert "Where a completed trial's time goes" in text and "| outside training |" in text
+    assert "| each worker's first |" in text and "| later |" not in text
 
 
 # The faster augmentation (data.augment) the data-path benchmark led to.
