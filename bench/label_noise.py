@@ -36,6 +36,10 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: --help and --dry-run stay fast
+    import torch
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
@@ -110,7 +114,7 @@ def clean_targets(truth_csv: Path, ids: list[str]):
 
 
 def run_level(level: float, args: argparse.Namespace, config, folder: Path,
-              device="cpu") -> dict:
+              device: str | torch.device = "cpu") -> dict:
     """One noise level: make the data, find issues, train the cleaning arms, score on truth."""
     import numpy as np
     from sklearn.metrics import roc_auc_score
