@@ -34,6 +34,7 @@ from search.device import (
     threads_per_worker,
     worker_device,
 )
+from search.estimate import describe_estimate, duration, estimate_study
 from search.session import best_trials, make_objective, prepare, run
 from search.space import SearchSpace
 from search.study import (
@@ -55,6 +56,7 @@ DEMO_DIR = Path("demo_data")
 DEMO = {"n": 400, "seed": 1, "subtle_rate": 0.25, "n_trials": 16, "epochs": 12,
         "sizes": (64, 96), "base_widths": (16, 24), "depth": (3, 4), "batch_sizes": (32,)}
 FULL = {"n_trials": 50, "epochs": 30, "sizes": (96, 128, 160)}
+LONG_ON_CPU = 4 * 3600  # seconds: beyond this the estimate suggests ways to shrink the study
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,9 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw each finished trial's figures for the dashboard (curves, "
                    "confusion matrix, PR curve, worst errors; about a second per trial on a "
                    "CPU); the note with its metrics is written either way")
+    g.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
+                   help="before training, time one epoch of a median configuration of the "
+                   "space here and print how long the trials will take (seconds on a GPU; "
+                   "up to a minute on a small CPU with the full space)")
     g.add_argument("--dry-run", action="store_true",
-                   help="validate data, split and storage, print the plan; train nothing and "
-                   "write nothing to the storage")
+                   help="validate data, split and storage, print the plan and the time "
+                   "estimate; train nothing and write nothing to the storage")
     g.add_argument("-v", "--verbose", action="store_true", help="log more")
     g.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -228,9 +234,12 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
     print(f"device  {describe_device(device)}")
     for note in session.notes:
         print(f"note    {note}")
+    done = n_finished(session.study)
+    if args.estimate and done < n_trials:
+        print_estimate(session, device, n_trials - done, args.timeout)
     dashboard = None
     if ((args.dashboard or args.keep_dashboard) and not args.dry_run
-            and (args.keep_dashboard or n_finished(session.study) < n_trials)):
+            and (args.keep_dashboard or done < n_trials)):
         warning = dashboard_lib.exposure_warning(args.dashboard_host, args.dashboard_port)
         if warning:
             print(warning, file=sys.stderr)
@@ -246,7 +255,6 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
               f"{'kept after the study' if args.keep_dashboard else 'stops with the study'})")
     else:
         print(f"\nWatch it live:  {session.dashboard_command()}")
-    done = n_finished(session.study)
     if done >= n_trials:
         print(f"\nStudy {study_name!r} already holds {done} finished trials (asked: "
               f"{n_trials}); raise --n-trials to run more.")
@@ -270,6 +278,22 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
         return 130
     print_summary(session.study, study_name, url)
     return code
+
+
+def print_estimate(session, device: torch.device, trials: int, timeout: float | None) -> None:
+    """How long the remaining trials will take here, measured (see search.estimate)."""
+    print("budget  timing one epoch of a median configuration of the search space ...",
+          flush=True)
+    est = estimate_study(session.space, len(session.split.train_ids()),
+                         len(session.split.val_ids()), device, trials)
+    for line in describe_estimate(est):
+        print(f"budget  {line}")
+    if timeout:
+        print(f"budget  --timeout stops starting trials after {duration(timeout)}")
+    elif device.type == "cpu" and est.study_seconds > LONG_ON_CPU:
+        print("note    that is long for this CPU: --timeout SECONDS stops starting trials "
+              "after that, fewer --sizes or --n-trials shrink the study, and a GPU trains "
+              "these networks one to two orders of magnitude faster")
 
 
 def run_in_process(session, device, n_trials: int, timeout: float | None, *,

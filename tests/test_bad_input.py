@@ -56,7 +56,8 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> dict:
     generate(good, n=40, seed=2, size=32, defect_rate=0.5, workers=1)
     url = f"sqlite:///{root / 'studies.db'}"
     cache = str(root / "cache")
-    common = ["--data", str(good), "--storage", url, "--cache-dir", cache, "--sizes", "32"]
+    common = ["--data", str(good), "--storage", url, "--cache-dir", cache, "--sizes", "32",
+              "--no-estimate"]
     assert run_study.main([*common, "--study", "done", "--n-trials", "1", "--epochs", "1",
                            "--pruner", "none"]) == 0
     optuna.create_study(study_name="empty", storage=url)  # a study whose run never got going
@@ -172,7 +173,7 @@ def data_argv(cli: str, data: Path, ws: dict, out: Path) -> list[str]:
         return [str(data), *cache]
     if cli == "run_study":
         return ["--data", str(data), "--study", "other", "--storage", ws["url"],
-                "--n-trials", "1", "--epochs", "1", *cache]
+                "--n-trials", "1", "--epochs", "1", "--no-estimate", *cache]
     if cli == "predict":
         return [str(ws["model"]), str(data), "--out", str(out / "preds.csv"), *cache]
     if cli == "train":

@@ -43,7 +43,7 @@ def env(tmp_path, foreign):
 def study_args(env, *extra):
     return ["--data", env["data"], "--study", "e2e", "--storage", env["url"],
             "--n-trials", "2", "--epochs", "2", "--sizes", "32", "--cache-dir", env["cache"],
-            "--group-regex", r"^(P\d+)_", *extra]
+            "--group-regex", r"^(P\d+)_", "--no-estimate", *extra]  # the dry run measures
 
 
 def test_search_export_predict(env, capsys):
@@ -93,10 +93,13 @@ def test_resume_to_a_larger_total(env, capsys):
 
 def test_dry_run_trains_nothing_and_writes_no_study(env, capsys):
     db = env["tmp"] / "studies.db"
-    assert run_study.main([*study_args(env), "--dry-run"]) == 0
+    assert run_study.main([*study_args(env), "--dry-run", "--estimate"]) == 0
     out = capsys.readouterr().out
     assert "nothing trained" in out and "the dry run does not create it" in out
+    assert "budget  a median trial (" in out and "at most about" in out  # measured here
     assert not db.exists() and not (env["tmp"] / "artifacts").exists()
+    assert run_study.main([*study_args(env), "--dry-run", "--no-estimate"]) == 0
+    assert "budget" not in capsys.readouterr().out
 
     # with a storage that exists: checked, left as it was
     assert run_study.main([*study_args(env), "--study", "other", "--n-trials", "1",

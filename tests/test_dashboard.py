@@ -67,7 +67,7 @@ def test_no_trial_figures_keeps_the_note_and_draws_nothing(synthetic, tmp_path, 
     assert run_study.main(["--data", str(synthetic), "--study", "plain", "--storage", url,
                            "--n-trials", "1", "--epochs", "1", "--sizes", "32",
                            "--pruner", "none", "--cache-dir", str(tmp_path / "cache"),
-                           "--no-trial-figures"]) == 0
+                           "--no-trial-figures", "--no-estimate"]) == 0
     study = optuna.load_study(study_name="plain", storage=url)
     (trial,) = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     names = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
@@ -199,7 +199,8 @@ def test_run_study_serves_the_dashboard_and_stops_it(tiny_study, synthetic, monk
     monkeypatch.setattr(dashboard, "start", spy)
     monkeypatch.setattr(dashboard, "hold_on_exit", hold)
     args = ["--data", str(synthetic), "--study", "tiny", "--storage", session.storage_url,
-            "--n-trials", "2", "--cache-dir", str(tmp / "cache"), "--dashboard-port", "0"]
+            "--n-trials", "2", "--cache-dir", str(tmp / "cache"), "--dashboard-port", "0",
+            "--no-estimate"]
     # the study is complete: --dashboard alone would show it for no time, so it does not start
     assert run_study.main([*args, "--dashboard"]) == 0
     assert started == [] and "already holds 2 finished trials" in capsys.readouterr().out

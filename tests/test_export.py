@@ -68,7 +68,8 @@ def study(tmp_path_factory):
         mp.setattr(run_study, "search_space", small_space(run_study.search_space))
         assert run_study.main(["--data", env["data"], "--study", "ship", "--storage",
                                env["url"], "--n-trials", "2", "--epochs", "2", "--sizes", "32",
-                               "--pruner", "none", "--cache-dir", env["cache"]]) == 0
+                               "--pruner", "none", "--cache-dir", env["cache"],
+                               "--no-estimate"]) == 0
     return env
 
 

@@ -121,7 +121,7 @@ def test_flagged_ids_reach_the_training_weights(synthetic, tmp_path, monkeypatch
     monkeypatch.setattr(search.objective, "train", spy)
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     args = ["--data", str(synthetic), "--study", "noisy", "--storage", url, "--epochs", "1",
-            "--sizes", "32", "--cache-dir", str(tmp_path / "cache")]
+            "--sizes", "32", "--cache-dir", str(tmp_path / "cache"), "--no-estimate"]
     assert run_study.main([*args, "--n-trials", "1", "--flagged", str(flagged)]) == 0
     assert "6 flagged erasers" in capsys.readouterr().out
     study = optuna.load_study(study_name="noisy", storage=url)

@@ -23,7 +23,8 @@ def study(synthetic, tmp_path_factory):
     env = {"url": url, "tmp": tmp, "cache": str(tmp / "cache")}
     assert run_study.main(["--data", str(synthetic), "--study", "tiny", "--storage", url,
                            "--n-trials", "3", "--epochs", "1", "--sizes", "32",
-                           "--cache-dir", env["cache"], "--pruner", "none"]) == 0
+                           "--cache-dir", env["cache"], "--pruner", "none",
+                           "--no-estimate"]) == 0
     return env
 
 

@@ -50,8 +50,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def study_args(tiny: dict[str, str], url: str | None, *extra: str, n: int = 4,
                epochs: int = 1) -> list[str]:
     storage = ["--storage", url] if url else []
+    # no time estimate: these tests are about the workers, and it would delay their start
     return ["--data", tiny["data"], "--study", "w", *storage, "--n-trials", str(n),
-            "--epochs", str(epochs), "--sizes", "32", "--cache-dir", tiny["cache"], *extra]
+            "--epochs", str(epochs), "--sizes", "32", "--cache-dir", tiny["cache"],
+            "--no-estimate", *extra]
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
