@@ -48,7 +48,7 @@ from search.study import (
     storage_for_commands,
     storage_url,
 )
-from search.train import EpochReport
+from search.train import EpochReport, NonFiniteLossError
 
 DEMO_DIR = Path("demo_data")
 # The demo must learn visibly within minutes on a laptop CPU: a quarter of its defects are
@@ -284,8 +284,14 @@ def print_estimate(session, device: torch.device, trials: int, timeout: float | 
     """How long the remaining trials will take here, measured (see search.estimate)."""
     print("budget  timing one epoch of a median configuration of the search space ...",
           flush=True)
-    est = estimate_study(session.space, len(session.split.train_ids()),
-                         len(session.split.val_ids()), device, trials)
+    try:
+        est = estimate_study(session.space, len(session.split.train_ids()),
+                             len(session.split.val_ids()), device, trials)
+    except (torch.OutOfMemoryError, NonFiniteLossError, ValueError) as exc:
+        # the trials meet the same limits and fail one by one; the study itself goes on
+        print(f"budget  no estimate: the timed configuration could not train here ({exc}); "
+              "the progress bar shows the pace once trials finish")
+        return
     for line in describe_estimate(est):
         print(f"budget  {line}")
     if timeout:

@@ -60,3 +60,19 @@ def test_the_estimate_in_words_names_the_bound_and_the_trials():
     first, second = describe_estimate(est)
     assert "30 s per epoch" in first and "15 min for all 30 epochs" in first
     assert "50 trial(s) x up to 30 epochs: at most about 16.7 h" in second
+
+
+def test_a_configuration_that_cannot_train_leaves_the_study_to_go_on(synthetic, tmp_path,
+                                                                       capsys, monkeypatch):
+    import run_study
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(run_study, "estimate_study", out_of_memory)
+    assert run_study.main(["--data", str(synthetic), "--study", "s", "--storage",
+                           f"sqlite:///{tmp_path / 'studies.db'}", "--sizes", "32",
+                           "--cache-dir", str(tmp_path / "cache"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "budget  no estimate: the timed configuration could not train here" in out
+    assert "nothing trained" in out
