@@ -87,6 +87,19 @@ def sample_configs(space: SearchSpace, n: int = SAMPLES, seed: int = 0) -> list[
     return [suggest_config(study.ask(), space) for _ in range(n)]
 
 
+def epoch_seconds(config: RunConfig, n_train: int, n_val: int, device: str | torch.device, *,
+                  timer: EpochTimer = time_epoch) -> float:
+    """Expected seconds of one epoch of ``config`` over ``n_train`` training and ``n_val``
+    validation erasers on ``device``, from one short timed epoch."""
+    n_calib = CALIBRATION_BATCHES * config.train.batch_size
+    seconds = timer(config, n_calib, torch.device(device))
+    log.info("timed %s: %.3f s for an epoch of %d images", describe(config.model), seconds,
+             n_calib)
+    # The timed epoch saw n_calib training and n_calib/2 validation images; the real epoch
+    # sees n_train and n_val (validation is a forward pass only: about a third of the cost).
+    return seconds * (n_train + n_val / 3) / (n_calib + n_calib / 6)
+
+
 def estimate_study(space: SearchSpace, n_train: int, n_val: int, device: str | torch.device,
                    trials: int, *, samples: int = SAMPLES, seed: int = 0,
                    timer: EpochTimer = time_epoch) -> StudyEstimate:
@@ -99,15 +112,8 @@ def estimate_study(space: SearchSpace, n_train: int, n_val: int, device: str | t
     work = [complexity(c.model)["macs"] for c in configs]
     median = sorted(range(len(configs)), key=work.__getitem__)[len(configs) // 2]
     ref = configs[median]
-    n_calib = CALIBRATION_BATCHES * ref.train.batch_size
-    seconds = timer(ref, n_calib, device)
-    # The timed epoch saw n_calib training and n_calib/2 validation images; the real epoch
-    # sees n_train and n_val (validation is a forward pass only: about a third of the cost).
-    scale = (n_train + n_val / 3) / (n_calib + n_calib / 6)
-    epoch = seconds * scale
+    epoch = epoch_seconds(ref, n_train, n_val, device, timer=timer)
     per_config = [epoch * w / work[median] for w in work]
-    log.info("timed %s: %.3f s for an epoch of %d images", describe(ref.model), seconds,
-             n_calib)
     return StudyEstimate(architecture=describe(ref.model), input_size=ref.model.input_size,
                          epoch_seconds=epoch, mean_epoch_seconds=statistics.fmean(per_config),
                          max_epochs=space.epochs, trials=trials)

@@ -302,10 +302,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/label_issues", help="output folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="decoded-image cache")
+    p.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
+                   help="before training, time one epoch of the configuration here and print "
+                   "how long the cross-validation will take")
     p.add_argument("--dry-run", action="store_true",
                    help="check data and configuration, print the plan, train nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     return p
+
+
+def print_estimate(config: RunConfig, n: int, folds: int, device: torch.device) -> None:
+    """How long the cross-validation will take here, from one short timed epoch."""
+    from search.estimate import duration, epoch_seconds
+    from search.train import NonFiniteLossError
+
+    print("budget  timing one epoch of the configuration ...", flush=True)
+    try:
+        epoch = epoch_seconds(config, n - n // folds, n // folds, device)
+    except (torch.OutOfMemoryError, NonFiniteLossError, ValueError) as exc:
+        print(f"budget  no estimate: the configuration could not train here ({exc})")
+        return
+    epochs = config.train.epochs
+    print(f"budget  about {duration(epoch)} per epoch here; {folds} folds x up to {epochs} "
+          f"epochs: at most about {duration(folds * epochs * epoch)}")
 
 
 def load_run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
@@ -368,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"config  {describe(config.model)} ({source})")
     print(f"data    {len(data)} erasers ({data.label_kind} labels), {args.folds} folds, "
           f"{config.train.epochs} epochs max each, device {describe_device(device)}")
+    if args.estimate:
+        print_estimate(config, len(data), args.folds, device)
     if args.dry_run:
         print(f"dry run: would train {args.folds} models and write {args.out}/; nothing "
               "trained.")

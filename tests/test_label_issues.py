@@ -39,6 +39,7 @@ def test_cross_validated_issues_and_cleaned_labels(noisy, tmp_path, capsys):
             "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
     assert label_issues.main([*args, "--dry-run"]) == 0
     assert not out.exists()
+    assert "folds x up to 1 epochs: at most about" in capsys.readouterr().out
     assert label_issues.main([*args, "--write-cleaned"]) == 0
     printed = capsys.readouterr().out
     assert "flagged as suspected mislabels" in printed and "precision" in printed
