@@ -313,6 +313,17 @@ def study_figures(r: Report, study: optuna.Study, metric: str) -> None:
             r.notes.append("no trial reported intermediate values.")
 
 
+def selection_caveat(study: optuna.Study, trials: list[FrozenTrial]) -> str:
+    """Why the best validation score overstates what new erasers will see, in numbers."""
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    n_val = study.user_attrs.get("split", {}).get("n_val", "?")
+    return (f"The same {n_val} validation erasers chose this trial among {done} completed "
+            "ones, its best epoch and its thresholds, so its validation figures are "
+            "optimistic for new erasers (more so with more trials and a smaller split). "
+            "For an unbiased figure, score labelled erasers the study never saw: "
+            "`python predict.py GROUP.pth HELD_OUT/` prints the same metrics.")
+
+
 def trials_table(r: Report, trials: list[FrozenTrial], metric: str) -> None:
     rows = []
     for t in trials:
@@ -583,7 +594,7 @@ def build_report(study: optuna.Study, best: FrozenTrial, out: Path, *,
         methodology_section(r, best, cfg)
         setup_section(r, study, best, trials, cfg)
         r.add(SECTIONS[3], f"Best trial: {best.number}, validation {metric} "
-              f"{best.value:.4f}.", "")
+              f"{best.value:.4f}.", "", selection_caveat(study, trials), "")
         trials_table(r, trials, metric)
         study_figures(r, study, metric)
         history = trial_history(best, storage, artifact_dir)

@@ -105,6 +105,10 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
                 + f" | {_fmt(thresholds.get(name, float('nan')))} |")
         lines.append(f"| **mean (graded)** | {_fmt(val.get('graded_ap', float('nan')))} | "
                      f"{_fmt(val.get('graded_f1', float('nan')))} | | | |")
+        lines += ["", "These are measured on the validation split that also chose the trial, "
+                  "its best epoch and these thresholds: optimistic for new erasers. Score "
+                  f"labelled erasers the study never saw (`python predict.py {pth.name} "
+                  "HELD_OUT/`) for an unbiased figure."]
     else:
         lines.append("None recorded.")
 

@@ -85,6 +85,8 @@ def test_export_onnx_min_recall_and_card(study, tmp_path, capsys):
     assert "onnx    10 validation erasers" in printed and "tta     " in printed
     pth, onnx_file, card = (out / f"{GROUP}{s}" for s in (".pth", ".onnx", ".md"))
     assert pth.is_file() and onnx_file.is_file() and card.is_file()
+    caveat = card.read_text()
+    assert "optimistic for new erasers" in caveat and f"predict.py {GROUP}.pth HELD_OUT/" in caveat
     assert not list(out.glob(".*"))  # nothing staged is left over
 
     ckpt = torch.load(pth, weights_only=True)
@@ -175,4 +177,5 @@ def test_card_from_a_bare_checkpoint(tmp_path):
     pth = model.save_checkpoint(ckpt, tmp_path / f"{GROUP}.pth")
     text = model_card(ckpt, pth)
     assert "None recorded." in text and "Not measured" in text and "## ONNX" not in text
+    assert "optimistic for new erasers" not in text  # no metrics, no caveat about them
     assert "`max_f1`" in text and "torch.load('team_x.pth', weights_only=True)" in text

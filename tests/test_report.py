@@ -37,6 +37,7 @@ def test_report_writes_and_links_everything(study, capsys):
     assert report.main(args) == 0
     assert "report.md" in capsys.readouterr().out
     md = (out / "report.md").read_text()
+    assert "validation erasers chose this trial among 3 completed ones" in md  # the caveat
     for name in FIGURES:
         assert (out / f"{name}.png").is_file() and (out / f"{name}.svg").is_file(), name
         assert f"]({name}.png)" in md, name
