@@ -320,8 +320,11 @@ def selection_caveat(study: optuna.Study, trials: list[FrozenTrial]) -> str:
     return (f"The same {n_val} validation erasers chose this trial among {done} completed "
             "ones, its best epoch and its thresholds, so its validation figures are "
             "optimistic for new erasers (more so with more trials and a smaller split). "
-            "For an unbiased figure, score labelled erasers the study never saw: "
-            "`python predict.py GROUP.pth HELD_OUT/` prints the same metrics.")
+            "For an unbiased figure, score labelled erasers the study never saw "
+            "(`python predict.py GROUP.pth HELD_OUT/` prints the same metrics); for a less "
+            "biased one without them, cross-validate the best configuration: `python -m "
+            f"search.label_issues DATA/ --study {study.study_name}` reports its out-of-fold "
+            "AUC-PR over every eraser.")
 
 
 def trials_table(r: Report, trials: list[FrozenTrial], metric: str) -> None:
