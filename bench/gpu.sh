@@ -18,7 +18,8 @@
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 -d .whl kornia==0.9.0 kornia_rs==0.2.0 optuna==5.0.0 \
 #     sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0 bottle==0.13.4 \
-#     optuna-dashboard==0.21.0
+#     optuna-dashboard==0.21.0 cleanlab==2.9.0 termcolor==3.3.0
+# (cleanlab and termcolor are for bench/gpu_label_noise.sh, which uses the same wheels.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
