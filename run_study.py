@@ -34,7 +34,7 @@ from search.device import (
     threads_per_worker,
     worker_device,
 )
-from search.estimate import describe_estimate, duration, estimate_study
+from search.estimate import EstimateError, describe_estimate, duration, estimate_study
 from search.session import best_trials, make_objective, prepare, run
 from search.space import SearchSpace
 from search.study import (
@@ -48,7 +48,7 @@ from search.study import (
     storage_for_commands,
     storage_url,
 )
-from search.train import EpochReport, NonFiniteLossError
+from search.train import EpochReport
 
 DEMO_DIR = Path("demo_data")
 # The demo must learn visibly within minutes on a laptop CPU: a quarter of its defects are
@@ -287,10 +287,9 @@ def print_estimate(session, device: torch.device, trials: int, timeout: float | 
     try:
         est = estimate_study(session.space, len(session.split.train_ids()),
                              len(session.split.val_ids()), device, trials)
-    except (torch.OutOfMemoryError, NonFiniteLossError, ValueError) as exc:
-        # the trials meet the same limits and fail one by one; the study itself goes on
-        print(f"budget  no estimate: the timed configuration could not train here ({exc}); "
-              "the progress bar shows the pace once trials finish")
+    except EstimateError as exc:
+        print(f"budget  no estimate: the timed configuration {exc}; the progress bar shows "
+              "the pace once trials finish")
         return
     for line in describe_estimate(est):
         print(f"budget  {line}")

@@ -337,10 +337,10 @@ def report(results: list[dict], args: argparse.Namespace, header: str) -> str:
     if rows:
         lines += ["Where a completed trial's time goes (medians, seconds): the time in "
                   "`search.train.train` outside its epochs (set-up, pruning reports), the "
-                  "first epoch (cuDNN "
-                  "autotuning, lazy kernel loading), a later epoch, and the time outside "
-                  "training (a new input size's data to the device; recording, weights, "
-                  "figures). A worker's first trial also pays its process's CUDA start:", "",
+                  "first epoch (cuDNN autotuning, lazy kernel loading), a later epoch, and the "
+                  "time outside training (a new input size's data to the device; recording, "
+                  "weights, figures). A worker's first trial also pays its process's CUDA "
+                  "start:", "",
                   table(rows, ["workers", "trials", "completed", "wall", "set-up+reports",
                                "first epoch", "later epoch", "epochs", "outside training"]),
                   ""]

@@ -24,7 +24,7 @@ import torch
 
 from model import complexity, describe
 from search.space import SearchSpace, suggest_config
-from search.train import RunConfig, TrainData, train
+from search.train import NonFiniteLossError, RunConfig, TrainData, train
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,11 @@ SAMPLES = 32  # configurations drawn from the space
 CALIBRATION_BATCHES = 2  # training batches in the timed epoch
 
 EpochTimer = Callable[[RunConfig, int, torch.device], float]
+
+
+class EstimateError(RuntimeError):
+    """The configuration to time could not train here (message is user-facing). The trials
+    meet the same limit and fail one by one; the run itself can go on without an estimate."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +93,16 @@ def sample_configs(space: SearchSpace, n: int = SAMPLES, seed: int = 0) -> list[
 
 
 def epoch_seconds(config: RunConfig, n_train: int, n_val: int, device: str | torch.device, *,
-                  timer: EpochTimer = time_epoch) -> float:
+                  timer: EpochTimer | None = None) -> float:
     """Expected seconds of one epoch of ``config`` over ``n_train`` training and ``n_val``
-    validation erasers on ``device``, from one short timed epoch."""
+    validation erasers on ``device``, from one short timed epoch (``timer``, default
+    :func:`time_epoch`). Raises
+    :class:`EstimateError` when it cannot train here (out of memory, refused, diverged)."""
     n_calib = CALIBRATION_BATCHES * config.train.batch_size
-    seconds = timer(config, n_calib, torch.device(device))
+    try:
+        seconds = (timer or time_epoch)(config, n_calib, torch.device(device))
+    except (torch.OutOfMemoryError, NonFiniteLossError, ValueError) as exc:
+        raise EstimateError(f"could not train here ({exc})") from None
     log.info("timed %s: %.3f s for an epoch of %d images", describe(config.model), seconds,
              n_calib)
     # The timed epoch saw n_calib training and n_calib/2 validation images; the real epoch
@@ -102,12 +112,12 @@ def epoch_seconds(config: RunConfig, n_train: int, n_val: int, device: str | tor
 
 def estimate_study(space: SearchSpace, n_train: int, n_val: int, device: str | torch.device,
                    trials: int, *, samples: int = SAMPLES, seed: int = 0,
-                   timer: EpochTimer = time_epoch) -> StudyEstimate:
+                   timer: EpochTimer | None = None) -> StudyEstimate:
     """Time the median configuration of ``space`` on ``device`` and scale it to the study.
 
     ``n_train``/``n_val``: the real split's sizes; ``trials``: how many remain to run.
+    Raises :class:`EstimateError` like :func:`epoch_seconds`.
     """
-    device = torch.device(device)
     configs = sample_configs(space, samples, seed)
     work = [complexity(c.model)["macs"] for c in configs]
     median = sorted(range(len(configs)), key=work.__getitem__)[len(configs) // 2]

@@ -313,14 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_estimate(config: RunConfig, n: int, folds: int, device: torch.device) -> None:
     """How long the cross-validation will take here, from one short timed epoch."""
-    from search.estimate import duration, epoch_seconds
-    from search.train import NonFiniteLossError
+    from search.estimate import EstimateError, duration, epoch_seconds
 
     print("budget  timing one epoch of the configuration ...", flush=True)
     try:
         epoch = epoch_seconds(config, n - n // folds, n // folds, device)
-    except (torch.OutOfMemoryError, NonFiniteLossError, ValueError) as exc:
-        print(f"budget  no estimate: the configuration could not train here ({exc})")
+    except EstimateError as exc:
+        print(f"budget  no estimate: the configuration {exc}")
         return
     epochs = config.train.epochs
     print(f"budget  about {duration(epoch)} per epoch here; {folds} folds x up to {epochs} "

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from torch import nn
 
 from data import CHANNELS, AugmentConfig, DeviceBatches, EraserSet, Preprocessor, Split
 from data.channels import channel_indices
+from data.fileio import write_text
 from data.pipeline import channel_stats, to_device
 from model import (
     CNNConfig,
@@ -413,28 +415,19 @@ class RunFileError(ValueError):
 
 def save_config(config: RunConfig, path: str | Path) -> Path:
     """Write ``config`` as a run file (JSON) that :func:`load_config` reads back."""
-    import json
-
-    from data.fileio import write_text
-
-    path = Path(path)
-    write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")
-    return path
+    return write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def load_config(path: str | Path, **train: object) -> RunConfig:
     """The run file at ``path`` (``save_config``'s JSON; missing keys keep their defaults),
     with the ``train`` settings given here overriding the file's. Raises
     :class:`RunFileError` naming the file and what is wrong with it."""
-    import json
-
     try:
         d = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunFileError(f"cannot read the run file {path}: {exc}") from None
     try:
-        if train and isinstance(d, dict) and isinstance(d.get("train", {}), dict):
-            d = {**d, "train": {**d.get("train", {}), **train}}
-        return RunConfig.from_dict(d)
+        config = RunConfig.from_dict(d)
     except (ValueError, TypeError) as exc:
         raise RunFileError(f"{path} is not a valid run configuration: {exc}") from None
+    return replace(config, train=replace(config.train, **train)) if train else config

@@ -65,11 +65,12 @@ def test_the_estimate_in_words_names_the_bound_and_the_trials():
 def test_a_configuration_that_cannot_train_leaves_the_study_to_go_on(synthetic, tmp_path,
                                                                        capsys, monkeypatch):
     import run_study
+    import search.estimate
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(run_study, "estimate_study", out_of_memory)
+    monkeypatch.setattr(search.estimate, "time_epoch", out_of_memory)
     assert run_study.main(["--data", str(synthetic), "--study", "s", "--storage",
                            f"sqlite:///{tmp_path / 'studies.db'}", "--sizes", "32",
                            "--cache-dir", str(tmp_path / "cache"), "--dry-run"]) == 0
