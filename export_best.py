@@ -13,40 +13,20 @@ PyTorch with onnxruntime. A model card <group>.md goes next to them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import optuna
-import torch
 
 import model as model_lib
-from data import DataError, EraserSet, Split, format_problems
+from cli.common import HelpFormatter, fail, progress_bar, setup_logging
 from data.cache import default_cache_dir
-from data.cli import HelpFormatter, fail, progress_bar, setup_logging
-from model import CheckpointError, OnnxCheck, OnnxExportError, ThresholdPolicy
-from model.onnx import DEFAULT_TOLERANCE, random_images
-from search.device import DeviceError, resolve_device
-from search.export import (
-    apply_policy,
-    check_group,
-    fetch_checkpoint,
-    measure_tta,
-    refit_checkpoint,
-    retrain_full,
-    select_trial,
-    stamp,
-    study_data,
-    validation_targets,
-    verify,
-)
-from search.model_card import model_card, write_model_card
+from model import OnnxCheck
+from model.onnx import DEFAULT_TOLERANCE
+from reporting.model_card import model_card
+from search.export import ExportError, ExportOptions, check_group, export_trial, select_trial
 from search.study import StudyError, artifact_dir_for, load_study, open_storage, storage_url
-from search.train import NonFiniteLossError
-
-ONNX_SAMPLES = 256  # validation erasers the ONNX file is checked on (raw, full size)
+from training.device import DeviceError, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,97 +81,34 @@ def main(argv: list[str] | None = None) -> int:
         group = check_group(args.group)
         study = load_study(args.study, open_storage(url))
         trial = select_trial(study, args.trial)
-        artifact_dir = Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(url)
-        ckpt = stamp(fetch_checkpoint(trial, artifact_dir), group=group, study=study,
-                     trial=trial)
-    except (StudyError, CheckpointError) as exc:
+        device = resolve_device(args.device) if args.retrain_full else "cpu"
+    except (StudyError, DeviceError) as exc:
         return fail(str(exc))
     metric = study.user_attrs.get("space", {}).get("metric", "graded_ap")
     out = Path(args.out) / f"{group}.pth"
     print(f"study   {args.study}, trial {trial.number} ({metric} {trial.value:.4f}, "
           f"{trial.user_attrs.get('architecture', '')})")
-    names = [out.name, f"{group}.onnx", f"{group}.md"] if args.onnx else [out.name, f"{group}.md"]
     if args.dry_run:
+        names = [out.name, *([f"{group}.onnx"] if args.onnx else []), f"{group}.md"]
         refit = (f" after refitting on train+validation for {trial.user_attrs.get('best_epoch')}"
                  " epochs" if args.retrain_full else "")
         print(f"dry run: would write {', '.join(names)} into {out.parent}{refit}")
         return 0
+    opts = ExportOptions(
+        group=group, out_dir=out.parent,
+        artifact_dir=Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(url),
+        data_path=args.data, cache_dir=args.cache_dir, verify=not args.no_verify,
+        min_recall=args.min_recall, retrain_full=args.retrain_full, device=device,
+        onnx=args.onnx, onnx_tolerance=args.onnx_tolerance)
+    update, close = progress_bar("refit", unit="epoch")
     try:
-        device = resolve_device(args.device) if args.retrain_full else "cpu"
-    except DeviceError as exc:
+        exported = export_trial(study, trial, opts, card=card, say=say,
+                                on_refit_epoch=lambda r: update(r.epoch, r.epochs))
+    except ExportError as exc:
         return fail(str(exc))
-
-    with tempfile.TemporaryDirectory(dir=_parent(out)) as tmp:
-        staged = Path(tmp) / out.name
-        try:
-            net = _stage(ckpt, staged)
-        except CheckpointError as exc:
-            return fail(f"the exported file does not load back: {exc}")
-        samples = None
-        if not args.no_verify:
-            try:
-                data, split = study_data(study, args.data, cache_dir=args.cache_dir)
-                check, probs = verify(net, trial, data, split, metric)
-            except DataError as exc:
-                return fail(f"the study's data cannot be loaded to verify the export:\n"
-                            f"{format_problems(exc.problems)}\nPass --data, or --no-verify.")
-            except StudyError as exc:
-                return fail(f"{exc} Or skip the check with --no-verify.")
-            print(f"verify  {metric} on {check.n_val} validation erasers: {check.measured:.4f} "
-                  f"(trial recorded {check.stored:.4f}, difference {check.diff:.4f})")
-            if not check.ok:
-                return fail(f"the exported model scores {check.measured:.4f}, not the trial's "
-                            f"{check.stored:.4f}; nothing was written. Was the study trained "
-                            "on other data?")
-            val_ids = split.val_ids()
-            targets = validation_targets(data, val_ids)
-            if args.min_recall is not None:
-                ckpt = apply_policy(ckpt, probs, targets,
-                                    ThresholdPolicy("min_recall", args.min_recall))
-                net.thresholds = dict(ckpt["thresholds"])
-            ckpt["tta"] = measure_tta(net, data, val_ids, probs, targets,
-                                      ThresholdPolicy.from_dict(ckpt["threshold_policy"]))
-            print_tta(ckpt["tta"])
-            if args.retrain_full:
-                try:
-                    ckpt = _refit(trial, study.user_attrs.get("space", {}), ckpt, data,
-                                  split, device)
-                except (StudyError, NonFiniteLossError) as exc:
-                    return fail(f"the refit on train+validation failed: {exc} Nothing was "
-                                "written.")
-            if args.onnx:
-                samples = data.images(None, val_ids[:ONNX_SAMPLES]).transpose(0, 2, 3, 1)
-            try:
-                net = _stage(ckpt, staged)  # again, with what was added since
-            except CheckpointError as exc:
-                return fail(f"the exported file does not load back: {exc}")
-        staged_files = [staged]
-        checks: list[OnnxCheck] = []
-        if args.onnx:
-            try:
-                onnx_path = model_lib.export_onnx(net, Path(tmp) / f"{group}.onnx")
-                checks = _check_onnx(net, onnx_path, samples, int(ckpt.get("source_size", 310)),
-                                     args.onnx_tolerance)
-            except OnnxExportError as exc:
-                return fail(f"the ONNX export failed: {exc}. Nothing was written; export "
-                            "without --onnx to get the .pth alone.")
-            for c in checks:
-                print(f"onnx    {c.n} {c.name} erasers ({c.size} px): max |onnxruntime - "
-                      f"PyTorch| {c.max_diff:.1e} (tolerance {c.tolerance:.0e})")
-            bad = [c for c in checks if not c.ok]
-            if bad:
-                return fail(f"the ONNX model differs from PyTorch by {bad[0].max_diff:.2g} on "
-                            f"{bad[0].name} erasers (tolerance {bad[0].tolerance:.0e}); nothing "
-                            "was written. Export without --onnx, or report the model's "
-                            "architecture.")
-            staged_files.append(onnx_path)
-        card = model_card(ckpt, staged, onnx=staged_files[1] if args.onnx else None,
-                          onnx_checks=checks)
-        staged_files.append(write_model_card(Path(tmp) / f"{group}.md", card))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for path in staged_files[::-1]:  # the .pth last: it is the one that counts
-            os.replace(path, out.parent / path.name)
-    print_contents(out, net, [out.parent / p.name for p in staged_files[1:]])
+    finally:
+        close()
+    print_contents(exported.paths[0], exported.net, exported.paths[1:])
     stale = out.with_suffix(".onnx")
     if not args.onnx and stale.exists():
         print(f"note    {stale} is from an earlier export and does not match this model; "
@@ -199,49 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stage(ckpt: dict, path: Path) -> model_lib.InspectionModel:
-    """Save ``ckpt`` to ``path`` and load it back the way a user would (weights_only=True)."""
-    return model_lib.load(model_lib.save_checkpoint(ckpt, path))
+def say(tag: str, message: str) -> None:
+    print(f"{tag:<7s} {message}")
 
 
-def _refit(trial: optuna.trial.FrozenTrial, space: dict, ckpt: dict, data: EraserSet,
-           split: Split, device: str | torch.device) -> dict:
-    n = len(split.train_ids()) + len(split.val_ids())
-    print(f"refit   trial {trial.number}'s configuration on train+validation ({n} erasers, "
-          f"{trial.user_attrs.get('best_epoch')} epochs, seed kept)")
-    update, close = progress_bar("refit", unit="epoch")
-    try:
-        result = retrain_full(trial, space, data, split, device=device,
-                              callback=lambda r: update(r.epoch, r.epochs))
-    finally:
-        close()
-    print(f"refit   done in {result.seconds:.0f} s; thresholds and validation metrics are the "
-          "trial's (no validation set is left to choose them on)")
-    return refit_checkpoint(result, ckpt, n)
-
-
-def _check_onnx(net: model_lib.InspectionModel, path: Path, samples: np.ndarray | None,
-                source_size: int, tolerance: float) -> list[OnnxCheck]:
-    session = model_lib.onnx_session(path)
-    checks = [model_lib.compare_onnx(net, session, random_images(4, source_size, seed=1),
-                                     name="random", tolerance=tolerance)]
-    if samples is not None:
-        checks.append(model_lib.compare_onnx(net, session, samples, name="validation",
-                                             tolerance=tolerance))
-    return checks
-
-
-def print_tta(tta: dict) -> None:
-    verdict = ("recommended: predict.py --tta" if tta["recommended"]
-               else "not worth 8x the inference cost")
-    print(f"tta     8 flips/rotations on {tta['n_val']} validation erasers: graded AP "
-          f"{tta['graded_ap']:.4f} -> {tta['graded_ap_tta']:.4f}, defect AP "
-          f"{tta['defect_ap']:.4f} -> {tta['defect_ap_tta']:.4f} ({verdict})")
-
-
-def _parent(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.parent
+def card(ckpt: dict, pth: Path, onnx: Path | None, checks: list[OnnxCheck]) -> str:
+    return model_card(ckpt, pth, onnx=onnx, onnx_checks=checks)
 
 
 def print_contents(path: Path, net: model_lib.InspectionModel, also: list[Path]) -> None:

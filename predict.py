@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 import model as model_lib
-from data import DataError, format_problems, load_data
+from cli.common import EXIT_USAGE, HelpFormatter, fail, setup_logging
+from cli.loading import load_or_fail
 from data.cache import default_cache_dir
-from data.cli import HelpFormatter, fail, progress_bar, setup_logging
-from data.fileio import atomic_write
 from model import PROB_NAMES, CheckpointError
-from search.device import DeviceError, resolve_device
-from search.evaluate import graded_table, predict_set, score
+from model.fileio import atomic_write
+from training.device import DeviceError, resolve_device
+from training.scoring import graded_table, predict_set, score
 
 COLUMNS = ("id", "prob_defect", "pred_defect", "prob_print", "prob_physical", "pred_print",
            "pred_physical", "prob_no_defect", "pred_no_defect")
@@ -78,14 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         net = model_lib.load(args.model, device=device)
     except (CheckpointError, DeviceError) as exc:
         return fail(str(exc))
-    update, close = progress_bar("loading data")
-    try:
-        data = load_data(args.data, args.labels, require_labels=bool(args.labels),
-                         cache_dir=args.cache_dir, progress=update)
-    except DataError as exc:
-        close()
-        return fail(f"{args.data} cannot be used:\n{format_problems(exc.problems)}")
-    close()
+    data = load_or_fail(args.data, args.labels, cache_dir=args.cache_dir, hint=False,
+                        require_labels=bool(args.labels))
+    if data is None:
+        return EXIT_USAGE
     meta = net.meta
     print(f"model   {args.model}: {meta.get('task')} head, {len(net.cfg.channels)} channels "
           f"({', '.join(net.cfg.channels)}) at {net.cfg.input_size} px"

@@ -13,34 +13,26 @@ import argparse
 import contextlib
 import os
 import signal
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import optuna
 import torch
 from tqdm.auto import tqdm
 
+from cli.common import HelpFormatter, fail, hold_on_exit, progress_bar, setup_logging
 from data import DataError, SplitError, format_problems, format_summary
 from data.cache import default_cache_dir
-from data.cli import HelpFormatter, fail, progress_bar, setup_logging
 from data.noise import NoiseError, read_flagged
-from search import dashboard as dashboard_lib
-from search.device import (
-    DeviceError,
-    describe_device,
-    threads_per_worker,
-    worker_device,
-)
+from reporting import dashboard as dashboard_lib
+from reporting.progress import StudyProgress, trial_line
+from reporting.trial_report import dashboard_hook
 from search.estimate import EstimateError, describe_estimate, duration, estimate_study
 from search.session import best_trials, make_objective, prepare, run
 from search.space import SearchSpace
 from search.study import (
     PRUNERS,
     SAMPLERS,
-    STORAGE_ENV,
     GracefulStop,
     StudyError,
     mask_url,
@@ -48,7 +40,13 @@ from search.study import (
     storage_for_commands,
     storage_url,
 )
-from search.train import EpochReport
+from search.workers import start_workers, supervise, without_storage
+from training.device import (
+    DeviceError,
+    describe_device,
+    threads_per_worker,
+    worker_device,
+)
 
 DEMO_DIR = Path("demo_data")
 # The demo must learn visibly within minutes on a laptop CPU: a quarter of its defects are
@@ -144,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 def ensure_demo_data(folder: Path) -> None:
     if (folder / "labels_multiclass.csv").exists():
         return
+    # Here, not at the top: the renderer (scipy, fonts) costs about a second to import and
+    # only the demo's first run needs it.
     from data.synth import generate
 
     print(f"making the synthetic demo set in {folder}/ (once) ...")
@@ -214,7 +214,7 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
     except DataError as exc:
         close()
         return fail(f"{data_path} cannot be used:\n{format_problems(exc.problems)}\n"
-                    "Run `python -m data.check` on it for the full report.")
+                    "Run `python check_data.py` on it for the full report.")
     except (SplitError, StudyError) as exc:
         close()
         return fail(str(exc))
@@ -249,7 +249,7 @@ def launch(args: argparse.Namespace, argv: list[str] | None,
         except dashboard_lib.DashboardError as exc:
             return fail(f"{exc} Nothing was trained.")
         if args.keep_dashboard:
-            cleanup.push(dashboard_lib.hold_on_exit(dashboard))
+            cleanup.push(hold_on_exit(dashboard))
     if dashboard is not None:
         print(f"\nWatch it live:  {dashboard.study_url(session.study)}  (optuna-dashboard; "
               f"{'kept after the study' if args.keep_dashboard else 'stops with the study'})")
@@ -304,47 +304,11 @@ def print_estimate(session, device: torch.device, trials: int, timeout: float | 
 def run_in_process(session, device, n_trials: int, timeout: float | None, *,
                    figures: bool = True) -> None:
     """One worker with a bar for the study and one for the running trial's epochs."""
-    study_bar = tqdm(total=n_trials, initial=n_finished(session.study), desc="study",
-                     unit="trial", position=0, dynamic_ncols=True)
-    trial_bar: dict[str, tqdm] = {}
-
-    def on_epoch(number: int, r: EpochReport) -> None:
-        bar = trial_bar.get("bar")
-        if bar is None or bar.desc != f"trial {number}":
-            if bar is not None:
-                bar.close()
-            bar = trial_bar["bar"] = tqdm(total=r.epochs, desc=f"trial {number}", unit="epoch",
-                                          position=1, leave=False, dynamic_ncols=True)
-        bar.update(1)
-        bar.set_postfix(loss=f"{r.train_loss:.3f}", score=f"{r.score:.3f}",
-                        best=f"{r.best_score:.3f}")
-
-    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if "bar" in trial_bar:
-            trial_bar.pop("bar").close()
-        study_bar.n = n_finished(study)
-        study_bar.refresh()
-        study_bar.write(trial_line(trial))
-
-    objective = make_objective(session, device, on_epoch=on_epoch, flagged=session.flagged,
-                               figures=figures)
-    try:
-        with GracefulStop() as stop:
-            run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
-                stop=stop)
-    finally:
-        if "bar" in trial_bar:
-            trial_bar.pop("bar").close()
-        study_bar.close()
-
-
-def trial_line(trial: optuna.trial.FrozenTrial) -> str:
-    attrs = trial.user_attrs
-    if trial.state == optuna.trial.TrialState.COMPLETE:
-        return (f"trial {trial.number:3d} COMPLETE {trial.value:.4f}  ({attrs.get('epochs_run')}"
-                f" epochs, {attrs.get('seconds', 0):.0f} s, {attrs.get('architecture', '')})")
-    reason = attrs.get("stop_reason") or attrs.get("fail_reason") or ""
-    return f"trial {trial.number:3d} {trial.state.name:8s} {reason}"
+    with StudyProgress(session.study, n_trials) as progress, GracefulStop() as stop:
+        objective = make_objective(session, device, on_epoch=progress.on_epoch,
+                                   on_result=[dashboard_hook(session, figures=figures)])
+        run(session, objective, n_trials=n_trials, timeout=timeout,
+            on_trial=progress.on_trial, stop=stop)
 
 
 def run_worker(session, device, n_trials: int, timeout: float | None, index: int, *,
@@ -356,8 +320,8 @@ def run_worker(session, device, n_trials: int, timeout: float | None, index: int
     print(f"started on {describe_device(device)}", flush=True)
     try:
         with GracefulStop() as stop:
-            run(session, make_objective(session, device, flagged=session.flagged,
-                                        figures=figures),
+            run(session, make_objective(session, device,
+                                        on_result=[dashboard_hook(session, figures=figures)]),
                 n_trials=n_trials, timeout=timeout,
                 on_trial=on_trial, stop=stop)
     except KeyboardInterrupt:
@@ -369,79 +333,24 @@ def run_worker(session, device, n_trials: int, timeout: float | None, index: int
 def run_workers(args: argparse.Namespace, argv: list[str] | None, session,
                 n_trials: int) -> int:
     """Start K workers on the study created above, relay their lines, draw one bar."""
-    # The storage URL (maybe with a password) goes to the workers in their environment, not
-    # on their command lines, where `ps` would show it.
-    base = [sys.executable, os.path.abspath(__file__),
-            *without_storage(argv if argv is not None else sys.argv[1:])]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", STORAGE_ENV: session.storage_url}
-    procs = [subprocess.Popen([*base, "--worker-index", str(i)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=env,
-                              start_new_session=True)  # Ctrl-C reaches them through us only
-             for i in range(args.workers)]
+    command = [sys.executable, os.path.abspath(__file__),
+               *without_storage(argv if argv is not None else sys.argv[1:])]
+    procs = start_workers(command, args.workers, session.storage_url)
     bar = tqdm(total=n_trials, initial=n_finished(session.study), desc="study",
                unit="trial", dynamic_ncols=True)
 
-    def relay(i: int, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            bar.write(f"[worker {i}] {line.rstrip()}")
+    def on_progress(done: int) -> None:
+        bar.n = done
+        bar.refresh()
 
-    threads = [threading.Thread(target=relay, args=(i, p), daemon=True)
-               for i, p in enumerate(procs)]
-    for t in threads:
-        t.start()
     try:
-        while any(p.poll() is None for p in procs):
-            bar.n = n_finished(session.study)
-            bar.refresh()
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        stop_workers(procs)
-        raise
+        codes = supervise(procs, session.study, on_progress=on_progress,
+                          on_line=lambda i, line: bar.write(f"[worker {i}] {line}"))
     finally:
-        for t in threads:
-            t.join(timeout=5)
-        bar.n = n_finished(session.study)
         bar.close()
-    codes = [p.returncode for p in procs]
     if any(codes):
         print(f"worker exit codes: {codes}", file=sys.stderr)
     return 0 if all(c == 0 for c in codes) else 1
-
-
-def without_storage(argv: list[str]) -> list[str]:
-    """``argv`` minus ``--storage URL`` / ``--storage=URL``."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--storage":
-            skip = True
-        elif not arg.startswith("--storage="):
-            out.append(arg)
-    return out
-
-
-def stop_workers(procs: list[subprocess.Popen], grace: float = 60.0) -> None:
-    """Pass Ctrl-C/SIGTERM on to the workers and wait for them to end their trials.
-
-    A worker still running after ``grace`` seconds (or after a second Ctrl-C) is killed: its
-    trial then goes stale and is failed and retried by the heartbeat, so nothing is lost and
-    no worker outlives this process (they run in their own sessions).
-    """
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + grace
-    try:
-        for p in procs:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        pass
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
 
 
 def print_summary(study: optuna.Study, name: str, url: str) -> None:

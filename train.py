@@ -12,24 +12,16 @@ import json
 import sys
 from pathlib import Path
 
+from cli.common import HelpFormatter, fail, progress_bar, setup_logging
 from data import DataError, SplitError, format_problems, k_for_fraction, load_data, make_split
 from data.cache import default_cache_dir
-from data.cli import HelpFormatter, fail, progress_bar, setup_logging
-from data.fileio import write_text
+from data.pipeline import TrainData
 from model import describe, save_checkpoint
-from search.device import DeviceError, describe_device, resolve_device
-from search.plots import training_curves
-from search.train import (
-    EpochReport,
-    NonFiniteLossError,
-    RunConfig,
-    RunFileError,
-    TrainConfig,
-    TrainData,
-    load_config,
-    save_config,
-    train,
-)
+from model.fileio import write_text
+from reporting.plots import training_curves
+from training.config import RunConfig, RunFileError, TrainConfig, load_config, save_config
+from training.device import DeviceError, describe_device, resolve_device
+from training.loop import EpochReport, NonFiniteLossError, train
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,7 +78,7 @@ def begin(args: argparse.Namespace, plan: str) -> int | None:
     """The common start of a benchmark: check ``--data``, apply ``--threads``, print the
     machine and ``plan``. Returns the exit code when the run ends here (2: bad ``--data``;
     0: ``--dry-run``), else None."""
-    from data.cli import fail
+    from cli.common import fail
 
     if args.data and not Path(args.data).is_dir():
         return fail(f"--data {args.data} is not a folder; give a delivery folder with arrays/ "

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench._common import add_common_args, begin, ratio_line, synthetic, table, workdir
-from data.cli import HelpFormatter, fail
+from cli.common import HelpFormatter, fail
 
 SHARE_TARGET = 0.10
 
@@ -202,7 +202,7 @@ def rate_loader(dataset: Dataset, batch_size: int, workers: int,
 
 
 def _training_step(size: int, seed: int, device: torch.device):
-    """A step function of the representative network, as ``search.train`` runs it (bf16
+    """A step function of the representative network, as ``training.loop`` runs it (bf16
     autocast and channels-last on CUDA): ``step(x, y) -> loss``."""
     import contextlib
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU readiness benchmark (issue 9), one prepared script for a lent GPU machine.
 #
-# Runs tests/test_cuda.py, then measures on one GPU: data.augment against the plain kornia
+# Runs tests/training/test_cuda.py, then measures on one GPU: data.augment against the plain kornia
 # pipeline and its share of a training step; then images/s per trial, images/s of all
 # workers and GPU utilisation (nvidia-smi, sampled in the background) for 1, 2 and 4
 # run_study.py workers, each for a fixed time budget, on 1,400 synthetic erasers at 310 px
@@ -66,7 +66,7 @@ timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,utilization.g
   --format=csv || echo "(nvidia-smi unavailable: GPU utilisation will read n/a)"
 
 echo "== CUDA tests (the training path on the GPU)"
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/training/test_cuda.py \
   || echo "(the CUDA tests failed or timed out, see above; benchmarking anyway)"
 
 echo "== benchmark"

@@ -7,7 +7,7 @@ utilisation in the background. From the study it reads every finished trial: its
 duration give its images/s (training images over the trial's whole wall time, validation and
 recording included), and all trials together the aggregate images/s. Mixed precision (bf16
 autocast), cuDNN autotuning, channels-last and the uint8 data resident on the GPU are what
-``search.train`` does on CUDA. The baseline is K=1. ``bench/gpu.sh`` runs this on a lent GPU
+``training.loop`` does on CUDA. The baseline is K=1. ``bench/gpu.sh`` runs this on a lent GPU
 machine; with ``--device cpu`` and tiny settings it dry-runs anywhere.
 """
 
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench._common import machine, ratio_line, table
-from data.cli import HelpFormatter, fail
+from cli.common import HelpFormatter, fail
 
 SMI_QUERY = "timestamp,utilization.gpu,memory.used"
 
@@ -130,7 +130,7 @@ def prepare_data(work: Path, args: argparse.Namespace) -> Path:
     data = load_data(folder, cache_dir=work / "cache")
     sizes = {args.size}
     try:  # the dashboard figures read their own size; fill it too, not in every worker
-        from search.trial_report import ERROR_IMAGE_SIZE
+        from reporting.trial_report import ERROR_IMAGE_SIZE
 
         sizes.add(min(ERROR_IMAGE_SIZE, data.image_size))
     except ImportError:
@@ -235,7 +235,7 @@ def run_k(k: int, folder: Path, work: Path, args: argparse.Namespace,
 
 def trial_timing(trials: list, storage, artifact_dir: Path) -> dict[str, float]:
     """Where a completed trial's wall time goes (medians over ``trials``): the time in
-    ``search.train.train`` outside its epochs (set-up before the first, the per-epoch
+    ``training.loop.train`` outside its epochs (set-up before the first, the per-epoch
     pruning reports, the result at the end), the first epoch (cuDNN autotuning and lazy
     CUDA kernel loading land there), a later epoch, and the time outside training (before
     it: sampling, moving a new input size's data to the device; after it: recording,
@@ -298,7 +298,7 @@ def aug_check(folder: Path, work: Path, args: argparse.Namespace) -> list[str]:
     lines.append(ratio_line(
         f"training steps/s on {args.device}, loss read once per epoch / every step",
         rate[False] / rate[True], f"({rate[False]:.1f} vs {rate[True]:.1f} steps/s; "
-        "search.train reads it once per epoch on CUDA)"))
+        "training.loop reads it once per epoch on CUDA)"))
     torch.manual_seed(args.seed)
     return lines
 
@@ -336,7 +336,7 @@ def report(results: list[dict], args: argparse.Namespace, header: str) -> str:
                     f"{t['epochs']:g}", f"{t['outside']:.2f}"])
     if rows:
         lines += ["Where a completed trial's time goes (medians, seconds): the time in "
-                  "`search.train.train` outside its epochs (set-up, pruning reports), the "
+                  "`training.loop.train` outside its epochs (set-up, pruning reports), the "
                   "first epoch (cuDNN autotuning, lazy kernel loading), a later epoch, and the "
                   "time outside training (a new input size's data to the device; recording, "
                   "weights, figures). A worker's first trial also pays its process's CUDA "

@@ -9,7 +9,7 @@ part of a k-fold split (as delivered: noisy labels; best epoch chosen on the noi
 labels, like a real study) in three ways:
 
 - ``none``: no cleaning;
-- ``drop``: the erasers flagged by ``search.label_issues`` (confident learning on k-fold
+- ``drop``: the erasers flagged by ``label_issues.py`` (confident learning on k-fold
   out-of-fold probabilities, made on the noisy labels only) get loss weight 0;
 - ``down-weight``: they get ``--flagged-weight`` (default 0.3).
 
@@ -64,7 +64,7 @@ DEFAULT_RUN = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from data.cli import HelpFormatter
+    from cli.common import HelpFormatter
 
     p = argparse.ArgumentParser(prog="python -m bench.label_noise", description=__doc__,
                                 formatter_class=HelpFormatter)
@@ -121,10 +121,11 @@ def run_level(level: float, args: argparse.Namespace, config, folder: Path,
 
     from data import load_data, make_split
     from data.noise import find_issues, precision_recall, read_truth
+    from data.pipeline import TrainData
     from data.synth import generate
     from model import evaluate
-    from search.label_issues import out_of_fold_probs
-    from search.train import TrainData, train
+    from training.crossval import out_of_fold_probs
+    from training.loop import train
 
     out = folder / f"noise_{level:g}"
     if not (out / "labels_multiclass.csv").exists():
@@ -298,7 +299,7 @@ def section(results: list[dict], args: argparse.Namespace, config, machine: str,
 
 def write_section(text: str, path: Path = RESULTS) -> None:
     """Replace (or append) this script's section of RESULTS.md, atomically."""
-    from data.fileio import write_text
+    from model.fileio import write_text
 
     old = path.read_text() if path.exists() else "# Benchmark results\n\n"
     start = old.find(SECTION)
@@ -311,7 +312,7 @@ def write_section(text: str, path: Path = RESULTS) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data.cli import fail
+    from cli.common import fail
 
     args = build_parser().parse_args(argv)
     if any(not 0 <= x < 1 for x in args.levels):
@@ -322,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench._common import machine, workdir
-    from search.device import DeviceError, describe_device, resolve_device
-    from search.train import RunConfig, RunFileError, load_config
+    from training.config import RunConfig, RunFileError, load_config
+    from training.device import DeviceError, describe_device, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench._common import add_common_args, machine, ratio_line, synthetic, table, workdir
 from bench._peak import MARK
-from data.cli import HelpFormatter, fail
+from cli.common import HelpFormatter, fail
 
 TARGET = 1.5
 MIB = 2**20

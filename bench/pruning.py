@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench._common import add_common_args, begin, ratio_line, synthetic, table, workdir
-from data.cli import HelpFormatter, fail
+from cli.common import HelpFormatter, fail
 
 EPOCH_RATIO_TARGET = 3.0
 AP_TOLERANCE = 0.01
@@ -50,6 +50,7 @@ def run_all(folder: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
     import optuna
     import torch
 
+    from reporting.trial_report import dashboard_hook
     from search.session import make_objective, prepare, run
     from search.space import SearchSpace
 
@@ -63,7 +64,8 @@ def run_all(folder: Path, tmp: Path, args: argparse.Namespace) -> list[dict]:
                           sampler=args.sampler, pruner=pruner, seed=args.seed,
                           artifact_dir=tmp / "artifacts", cache_dir=tmp / "cache")
         runs.append({"pruner": pruner, "session": session, "wall": 0.0,
-                     "objective": make_objective(session, torch.device("cpu"))})
+                     "objective": make_objective(session, torch.device("cpu"),
+                                                 on_result=[dashboard_hook(session)])})
     for k in range(1, args.trials + 1):
         for r in runs:
             t0 = time.perf_counter()  # training only: the cache is warm, the study created

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench._common import add_common_args, begin, ratio_line, synthetic, table, workdir
-from data.cli import HelpFormatter, fail
+from cli.common import HelpFormatter, fail
 
 TARGET_S = 0.5
 FIRST_STEP = "FIRST_TRAINING_BATCH"
@@ -56,12 +56,13 @@ def in_process(folder: Path, tmp: Path, args: argparse.Namespace) -> dict:
     import torch
 
     import search.objective
-    import search.train
+    import training.loop
+    from reporting.trial_report import dashboard_hook
     from search.session import make_objective, prepare, run
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     events: list[dict[str, float]] = []
-    real_train, real_batches = search.objective.train, search.train.DeviceBatches
+    real_train, real_batches = search.objective.train, training.loop.DeviceBatches
 
     class TimedBatches(real_batches):
         def epoch(self, shuffle: bool = True):
@@ -80,7 +81,8 @@ def in_process(folder: Path, tmp: Path, args: argparse.Namespace) -> dict:
     session = prepare(folder, study_name="overhead", storage_url=f"sqlite:///{tmp}/in.db",
                       space=_space(args), sampler="tpe", pruner="none", seed=args.seed,
                       artifact_dir=tmp / "artifacts", cache_dir=tmp / "cache")
-    objective = make_objective(session, torch.device("cpu"))
+    objective = make_objective(session, torch.device("cpu"),
+                               on_result=[dashboard_hook(session)])
 
     def timed_hook(hook):
         def call(trial, result):
@@ -101,11 +103,11 @@ def in_process(folder: Path, tmp: Path, args: argparse.Namespace) -> dict:
         finally:
             events[-1]["end"] = time.perf_counter()
 
-    search.objective.train, search.train.DeviceBatches = timed_train, TimedBatches
+    search.objective.train, training.loop.DeviceBatches = timed_train, TimedBatches
     try:
         run(session, timed_objective, n_trials=args.trials)
     finally:
-        search.objective.train, search.train.DeviceBatches = real_train, real_batches
+        search.objective.train, training.loop.DeviceBatches = real_train, real_batches
 
     rows = []
     for prev, cur in itertools.pairwise(events):
@@ -170,9 +172,9 @@ def child(argv: list[str]) -> int:
         torch.set_num_threads(int(argv[i + 1]))
         argv = argv[:i] + argv[i + 2:]
     import run_study
-    import search.train
+    import training.loop
 
-    real = search.train.DeviceBatches
+    real = training.loop.DeviceBatches
 
     class FirstBatchExits(real):
         def epoch(self, shuffle: bool = True):
@@ -182,7 +184,7 @@ def child(argv: list[str]) -> int:
                     os._exit(0)  # the measurement is taken; the rest is not timed
                 yield item
 
-    search.train.DeviceBatches = FirstBatchExits
+    training.loop.DeviceBatches = FirstBatchExits
     return run_study.main(argv)
 
 

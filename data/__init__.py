@@ -1,7 +1,7 @@
 """Data layer: load, validate, split, cache and augment MILAN eraser captures.
 
 Names are imported lazily (PEP 562), so that light entry points such as ``python -m
-data.synth`` or ``python -m data.check --dry-run`` do not pay for torch and kornia.
+data.synth`` or ``python check_data.py --dry-run`` do not pay for torch and kornia.
 """
 
 from importlib import import_module
@@ -9,23 +9,21 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "AugmentConfig": "data.augment", "build_augmenter": "data.augment",
-    "CHANNELS": "data.channels", "CHANNEL_SETS": "data.channels", "CLASS_CODES": "data.channels",
-    "NATIVE_SIZE": "data.channels", "channel_indices": "data.channels",
     "EraserSet": "data.dataset", "format_summary": "data.dataset", "load_data": "data.dataset",
     "scan": "data.dataset",
     "DataError": "data.errors", "Problem": "data.errors", "format_problems": "data.errors",
     "DeviceBatches": "data.pipeline", "EraserDataset": "data.pipeline",
-    "Preprocessor": "data.pipeline", "channel_stats": "data.pipeline",
+    "Preprocessor": "data.pipeline", "TrainData": "data.pipeline",
+    "channel_stats": "data.pipeline",
     "Split": "data.split", "SplitError": "data.split", "k_for_fraction": "data.split",
     "make_split": "data.split",
 }
 
 __all__ = [  # noqa: RUF022 (grouped by module, as above)
     "AugmentConfig", "build_augmenter",
-    "CHANNELS", "CHANNEL_SETS", "CLASS_CODES", "NATIVE_SIZE", "channel_indices",
     "EraserSet", "format_summary", "load_data", "scan",
     "DataError", "Problem", "format_problems",
-    "DeviceBatches", "EraserDataset", "Preprocessor", "channel_stats",
+    "DeviceBatches", "EraserDataset", "Preprocessor", "TrainData", "channel_stats",
     "Split", "SplitError", "k_for_fraction", "make_split",
 ]
 
@@ -40,8 +38,13 @@ def __getattr__(name: str):
 
 if TYPE_CHECKING:  # static analysers see the real names
     from data.augment import AugmentConfig, build_augmenter
-    from data.channels import CHANNEL_SETS, CHANNELS, CLASS_CODES, NATIVE_SIZE, channel_indices
     from data.dataset import EraserSet, format_summary, load_data, scan
     from data.errors import DataError, Problem, format_problems
-    from data.pipeline import DeviceBatches, EraserDataset, Preprocessor, channel_stats
+    from data.pipeline import (
+        DeviceBatches,
+        EraserDataset,
+        Preprocessor,
+        TrainData,
+        channel_stats,
+    )
     from data.split import Split, SplitError, k_for_fraction, make_split

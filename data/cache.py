@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from data.channels import CHANNELS
 from data.errors import Problem, error
-from data.fileio import atomic_write
 from data.sources import ImageError, ImageSource
+from model.channels import CHANNELS
+from model.fileio import atomic_write
+from model.preprocess import resize_uint8
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["ERASER_CACHE_DIR"])
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "eraser-search"
-
-
-def resize_uint8(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """Anti-aliased bilinear resize of a uint8 ``(B, C, H, W)`` batch, rounded back to uint8.
-
-    ``model.InspectionModel`` applies the very same operation to raw input at inference, so a
-    model sees identical pixels in training and in production (a test holds the two together).
-    """
-    x = torch.as_tensor(np.asarray(images) if isinstance(images, np.memmap) else images)
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x.clone() if isinstance(images, torch.Tensor) else x
-    y = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
-                      align_corners=False)
-    return y.round().clamp(0, 255).to(torch.uint8)
 
 
 class ImageStore:

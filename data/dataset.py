@@ -11,14 +11,19 @@ from pathlib import Path
 import numpy as np
 
 from data.cache import ImageStore, Progress, build_store, default_cache_dir
-from data.channels import CHANNELS, CLASS_CODES, NATIVE_SIZE
 from data.errors import DataError, Problem, error, warning
 from data.labels import MULTICLASS, LabelSet, find_label_csvs, load_labels
 from data.sources import discover
+from model.channels import CHANNELS, CLASS_CODES, NATIVE_SIZE
 
 log = logging.getLogger(__name__)
 
 USE_DEFAULT_CACHE = "default"
+
+
+def class_codes(targets: np.ndarray) -> list[str]:
+    """``X_Y`` class of each ``(print, physical)`` target row."""
+    return [f"{x}_{y}" for x, y in targets]
 
 
 @dataclass
@@ -51,7 +56,7 @@ class EraserSet:
     @property
     def codes(self) -> list[str]:
         """``X_Y`` class per eraser (the stratification key)."""
-        return [f"{x}_{y}" for x, y in self.targets]
+        return class_codes(self.targets)
 
     def images(self, size: int | None = None, ids: list[str] | None = None) -> np.ndarray:
         """``(n, 6, S, S)`` uint8 in memory: all erasers, or those in ``ids``."""
@@ -69,7 +74,8 @@ class EraserSet:
         return h.hexdigest()
 
     def summary(self) -> dict:
-        """Counts and class balance as plain data (printed by ``data.check``, kept by studies)."""
+        """Counts and class balance as plain data (printed by ``check_data.py``, kept by
+        studies)."""
         out: dict = {
             "erasers": len(self.ids), "image_size": self.image_size,
             "channels": list(CHANNELS), "source": self.source,

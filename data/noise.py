@@ -2,7 +2,7 @@
 
 The labels of a MILAN delivery come from an automated system and are noisy (mostly defective
 erasers labelled good). Given each eraser's predicted probabilities from a model that did
-*not* train on it (k-fold cross-validation, done by ``search.label_issues``), cleanlab's
+*not* train on it (k-fold cross-validation, done by ``label_issues.py``), cleanlab's
 confident learning estimates the joint distribution of given and true labels and flags the
 erasers whose given label is most likely wrong (``cleanlab.filter.find_label_issues``), ranked
 by label quality (``cleanlab.rank.get_label_quality_scores``: the predicted probability of the
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.channels import CLASS_CODES
-from data.fileio import atomic_write
 from data.labels import MULTICLASS
+from data.sources import strip_extension
+from model.channels import CLASS_CODES
+from model.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def joint_probs(probs: np.ndarray, label_kind: str = MULTICLASS) -> np.ndarray:
     for every head: the multiclass softmax (``print = p10 + p11`` ...), the multilabel head
     (independent sigmoids: ``pp + pf - (1 - (1-pp)(1-pf)) = pp*pf``) and the binary head
     (all three equal: ``p11 = p``, a two-class model). Returns ``(N, 4)`` in
-    :data:`~data.channels.CLASS_CODES` order, or ``(N, 2)`` (good, defect) for binary labels.
+    :data:`~model.channels.CLASS_CODES` order, or ``(N, 2)`` (good, defect) for binary labels.
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 4:
@@ -128,6 +129,8 @@ def find_issues(ids: Sequence[str], targets: np.ndarray, probs: np.ndarray, *,
     defect (the annotator's usual mistake). The probabilities must be out-of-fold: in-sample
     ones have memorised the noise and flag almost nothing.
     """
+    # Here, not at the top: cleanlab takes seconds to import, and run_study.py --flagged and
+    # the commands that only read or write flag lists need none of it.
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -183,11 +186,9 @@ def read_flagged(path: str | Path) -> list[str]:
     """The ids of a ``label_issues.csv`` (or any CSV whose first column, or ``id`` column,
     lists eraser ids; a header is optional; with a ``flagged`` column, as in
     ``label_quality.csv``, only the rows flagged 1). Raises :class:`NoiseError`."""
-    from data.sources import strip_extension
-
     path = Path(path)
     if not path.is_file():
-        raise NoiseError(f"{path} does not exist. Make it with `python -m search.label_issues "
+        raise NoiseError(f"{path} does not exist. Make it with `python label_issues.py "
                          "DATA --study NAME` (it writes label_issues.csv).")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:

@@ -16,16 +16,21 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from data.augment import AugmentConfig, build_augmenter
+from data.dataset import EraserSet, class_codes
+from data.split import Split
+from model.channels import CHANNELS
+from model.preprocess import normalise, select_channels, to_unit
 
 
 def channel_stats(images: np.ndarray | torch.Tensor,
                   channels: Sequence[int]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units; pass the training split only."""
+    """Per-channel mean and std in [0, 1] units; pass the training split only. Computed on
+    the images' own device."""
     x = torch.as_tensor(images)[:, list(channels)]
     n = x.shape[0] * x.shape[2] * x.shape[3]
     # accumulate in float64 over chunks: exact enough, and no float copy of the whole set
-    s = torch.zeros(len(channels), dtype=torch.float64)
-    s2 = torch.zeros(len(channels), dtype=torch.float64)
+    s = torch.zeros(len(channels), dtype=torch.float64, device=x.device)
+    s2 = torch.zeros(len(channels), dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], 256):
         chunk = x[start:start + 256].to(torch.float64)
         s += chunk.sum(dim=(0, 2, 3))
@@ -47,11 +52,11 @@ class Preprocessor(nn.Module):
         self.augmenter = build_augmenter(augment) if augment is not None else None
 
     def forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
-        x = x.index_select(1, self.channels).float().div_(255.0)
+        # model.preprocess's steps, as inference takes them (the resize was the cache's)
+        x = to_unit(select_channels(x, self.channels))
         if train and self.augmenter is not None:
             x = self.augmenter(x).clamp_(0.0, 1.0)
-        # in place on this fresh tensor: the same arithmetic as inference's (x - mean) / std
-        return x.sub_(self.mean).div_(self.std)
+        return normalise(x, self.mean, self.std)
 
 
 def balanced_weights(codes: Sequence[str]) -> torch.Tensor:
@@ -144,3 +149,39 @@ class EraserDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.preprocessor(self.images[i:i + 1], train=self.train)[0]
         return x, self.targets[i]
+
+
+class TrainData:
+    """The erasers of one split at one input size, ready for any number of runs.
+
+    ``images`` holds the whole set (possibly already on the training device, shared by all
+    trials); the split picks rows. Channel statistics come from the training rows only.
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, targets: np.ndarray,
+                 ids: Sequence[str], train_ids: Sequence[str], val_ids: Sequence[str],
+                 flagged: Sequence[str] = ()):
+        row = {k: i for i, k in enumerate(ids)}
+        self.images = images
+        self.targets = np.asarray(targets)
+        self.train_rows = np.array([row[k] for k in train_ids], dtype=np.int64)
+        self.val_rows = np.array([row[k] for k in val_ids], dtype=np.int64)
+        self.val_ids = list(val_ids)
+        self.train_codes = class_codes(self.targets[self.train_rows])
+        flagged_set = set(flagged)
+        self.train_flagged = np.array([k in flagged_set for k in train_ids], dtype=bool)
+        # on the images' own device: no copy of the training rows back to the host
+        tensor = torch.as_tensor(images)
+        rows = torch.as_tensor(self.train_rows, device=tensor.device)
+        self.mean6, self.std6 = channel_stats(tensor[rows], range(len(CHANNELS)))
+
+    @classmethod
+    def from_split(cls, data: EraserSet, split: Split, size: int, *, fold: int = 0,
+                   device: str | torch.device = "cpu", flagged: Sequence[str] = ()) -> TrainData:
+        images = to_device(data.images(size), device)
+        return cls(images, data.targets, data.ids, split.train_ids(fold), split.val_ids(fold),
+                   flagged)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data.channels import CHANNELS
 from data.errors import DataError, Problem, error, warning
+from model.channels import CHANNELS
 
 NPY_DIRS = ("", "arrays")
 PNG_DIRS = ("", "images")

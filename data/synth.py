@@ -21,26 +21,24 @@ What is rendered:
 
 Layout written into ``out_dir``::
 
-    arrays/<ID>.npy              uint8 (size, size, 6), channel order data.channels.CHANNELS
+    arrays/<ID>.npy              uint8 (size, size, 6), channel order model.channels.CHANNELS
     labels_binary.csv            ID,error          (noisy labels, as delivered)
     labels_multiclass.csv        ID,label          (noisy labels, "X_Y")
     truth/clean_labels.csv       ID,label,print_kind,physical_kind,severity,flipped
     images/<ID>_<CH>.png         with png=True
     arrays.zip / images.zip      with zip_arrays / zip_images
 
-Run ``python -m data.synth OUT_DIR --n 1500`` to write a data set from the terminal.
+``python make_synthetic.py OUT_DIR --n 1500`` writes a data set from the terminal.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import io
 import logging
 import multiprocessing
 import os
-import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -51,8 +49,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from data.channels import CHANNELS, CLASS_CODES, NATIVE_SIZE
-from data.fileio import atomic_write
+from model.channels import CHANNELS, CLASS_CODES, NATIVE_SIZE
+from model.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -837,12 +835,12 @@ def _run_jobs(
 
 # Everything generate() may have written; --force removes exactly these before regenerating.
 _CSV_NAMES = ("labels_binary.csv", "labels_multiclass.csv")
-_TRUTH_CSV = Path("truth") / "clean_labels.csv"
+TRUTH_CSV = Path("truth") / "clean_labels.csv"
 
 
 def _remove_previous(out: Path) -> None:
     # CSVs first: from here on the folder no longer looks like a complete data set
-    for name in (*_CSV_NAMES, str(_TRUTH_CSV), "arrays.zip", "images.zip"):
+    for name in (*_CSV_NAMES, str(TRUTH_CSV), "arrays.zip", "images.zip"):
         (out / name).unlink(missing_ok=True)
         (out / f"{name}.tmp").unlink(missing_ok=True)
     for folder, pattern in (("arrays", "*.npy"), ("images", "*.png")):
@@ -975,7 +973,7 @@ def generate(
     flipped = [int(c != y) for c, y in zip(clean, noisy, strict=True)]
     (out / "truth").mkdir(exist_ok=True)
     _write_csv(
-        out / _TRUTH_CSV,
+        out / TRUTH_CSV,
         ["ID", "label", "print_kind", "physical_kind", "severity", "flipped"],
         [
             [eid, info.label, info.print_kind, info.physical_kind, info.severity, f]
@@ -1005,100 +1003,3 @@ def generate(
     )
     logger.info("wrote %d erasers to %s in %.1f s", n, out, summary.seconds)
     return summary
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m data.synth",
-        description="Write a synthetic MILAN eraser data set in the delivered format "
-        "(arrays/<ID>.npy, labels_binary.csv, labels_multiclass.csv, truth/clean_labels.csv).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must be empty)")
-    p.add_argument("--n", type=int, default=200, help="number of erasers")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
-    p.add_argument("--size", type=int, default=NATIVE_SIZE, help="side length in pixels")
-    p.add_argument("--defect-rate", type=float, default=0.35, help="fraction defective")
-    p.add_argument(
-        "--noise",
-        type=float,
-        default=0.0,
-        help="fraction of defective erasers labelled good (missed defects)",
-    )
-    p.add_argument(
-        "--fp-noise", type=float, default=0.0, help="fraction of good erasers labelled defective"
-    )
-    p.add_argument("--subtle-rate", type=float, default=None,
-                   help="share of defects drawn subtle rather than obvious (default: half)")
-    p.add_argument("--png", action="store_true", help="also write images/<ID>_<CH>.png")
-    p.add_argument("--zip", action="store_true", help="also write arrays.zip and images.zip")
-    p.add_argument(
-        "--id-format",
-        default="E{i:05d}",
-        help="ID pattern with fields {i}, {pack}, {k}, e.g. P{pack:04d}_E{k:02d}",
-    )
-    p.add_argument("--pack-size", type=int, default=8, help="erasers per {pack}")
-    p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="worker processes (CPUs here)"
-    )
-    p.add_argument(
-        "--force", action="store_true", help="overwrite the generated files in a non-empty OUT_DIR"
-    )
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code (2 for bad arguments or OUT_DIR)."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has printed its message (or the help)
-        return int(exc.code or 0)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-    show = sys.stderr.isatty()
-    step = max(1, args.n // 20)
-
-    def progress(done: int) -> None:
-        if show and (done % step == 0 or done == args.n):
-            print(f"\r{done}/{args.n} erasers", end="", file=sys.stderr, flush=True)
-
-    try:
-        s = generate(
-            args.out_dir,
-            args.n,
-            args.seed,
-            size=args.size,
-            defect_rate=args.defect_rate,
-            noise=args.noise,
-            fp_noise=args.fp_noise,
-            png=args.png,
-            zip_arrays=args.zip,
-            zip_images=args.zip,
-            id_format=args.id_format,
-            pack_size=args.pack_size,
-            workers=args.workers,
-            progress=progress,
-            force=args.force,
-            subtle_rate=args.subtle_rate,
-        )
-    except (ValueError, OSError) as exc:  # bad arguments, OUT_DIR not empty or not writable
-        print(f"data.synth: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if show:
-            print(file=sys.stderr)
-    print(
-        f"{s.n} erasers ({args.size} px, seed {args.seed}) in {s.seconds:.1f} s -> {s.out_dir}\n"
-        f"  true classes: 0_0 {s.n_good}, 1_0 {s.n_print}, 0_1 {s.n_physical}, 1_1 {s.n_both}\n"
-        f"  labels flipped by noise: {s.n_flipped} (truth in {s.out_dir / _TRUTH_CSV})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,10 @@
-"""CNN config and builder, losses, metrics, the ``.pth`` format and loading for inference.
+"""The network and its file formats: eraser input format, CNN config and builder, losses,
+metrics, the ``.pth`` checkpoint, loading for inference, ONNX.
 
-Pure torch/numpy/scikit-learn: this package imports neither optuna nor the project's ``data``.
+The ground floor of the project: pure torch/numpy/scikit-learn, importing neither optuna nor
+any other project package. Names are imported lazily (PEP 562): ``data`` imports
+``model.channels`` and ``model.fileio``, and light commands (``make_synthetic.py``,
+``check_data.py --dry-run``) must not pay for torch and scikit-learn through this file.
 Typical use::
 
     import model
@@ -8,39 +12,62 @@ Typical use::
     probs = model.predict(m, images)         # (N, 4) in model.PROB_NAMES order
 """
 
-from .checkpoint import (
-    FORMAT,
-    FORMAT_VERSION,
-    CheckpointError,
-    load,
-    load_checkpoint,
-    make_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
-from .config import SOURCE_CHANNELS, TASKS, CNNConfig
-from .inference import InspectionModel, predict, preprocess_raw, resize_raw
-from .losses import class_weight_from_targets, make_loss, pos_weight_from_targets
-from .metrics import (
-    GRADED,
-    PROB_NAMES,
-    ThresholdPolicy,
-    choose_threshold,
-    choose_thresholds,
-    confusion,
-    evaluate,
-    probabilities,
-    targets_to_truth,
-)
-from .net import build_model, complexity, describe
-from .onnx import OnnxCheck, OnnxExportError, compare_onnx, export_onnx, onnx_session, run_onnx
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "CHANNELS": "model.channels",
+    "CHANNEL_SETS": "model.channels",
+    "CLASS_CODES": "model.channels",
+    "NATIVE_SIZE": "model.channels",
+    "channel_indices": "model.channels",
+    "CNNConfig": "model.config",
+    "TASKS": "model.config",
+    "preprocess_raw": "model.preprocess",
+    "resize": "model.preprocess",
+    "resize_uint8": "model.preprocess",
+    "build_model": "model.net",
+    "complexity": "model.net",
+    "describe": "model.net",
+    "class_weight_from_targets": "model.losses",
+    "make_loss": "model.losses",
+    "pos_weight_from_targets": "model.losses",
+    "GRADED": "model.metrics",
+    "PROB_NAMES": "model.metrics",
+    "ThresholdPolicy": "model.metrics",
+    "choose_threshold": "model.metrics",
+    "choose_thresholds": "model.metrics",
+    "confusion": "model.metrics",
+    "evaluate": "model.metrics",
+    "probabilities": "model.metrics",
+    "targets_to_truth": "model.metrics",
+    "InspectionModel": "model.inference",
+    "predict": "model.inference",
+    "CheckpointError": "model.checkpoint",
+    "FORMAT": "model.checkpoint",
+    "FORMAT_VERSION": "model.checkpoint",
+    "load": "model.checkpoint",
+    "load_checkpoint": "model.checkpoint",
+    "make_checkpoint": "model.checkpoint",
+    "model_from_checkpoint": "model.checkpoint",
+    "save_checkpoint": "model.checkpoint",
+    "OnnxCheck": "model.onnx",
+    "OnnxExportError": "model.onnx",
+    "compare_onnx": "model.onnx",
+    "export_onnx": "model.onnx",
+    "onnx_session": "model.onnx",
+    "run_onnx": "model.onnx",
+}
 
 __all__ = [
+    "CHANNELS",
+    "CHANNEL_SETS",
+    "CLASS_CODES",
     "FORMAT",
     "FORMAT_VERSION",
     "GRADED",
+    "NATIVE_SIZE",
     "PROB_NAMES",
-    "SOURCE_CHANNELS",
     "TASKS",
     "CNNConfig",
     "CheckpointError",
@@ -49,6 +76,7 @@ __all__ = [
     "OnnxExportError",
     "ThresholdPolicy",
     "build_model",
+    "channel_indices",
     "choose_threshold",
     "choose_thresholds",
     "class_weight_from_targets",
@@ -68,8 +96,55 @@ __all__ = [
     "predict",
     "preprocess_raw",
     "probabilities",
-    "resize_raw",
+    "resize",
+    "resize_uint8",
     "run_onnx",
     "save_checkpoint",
     "targets_to_truth",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'model' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # static analysers see the real names
+    from model.channels import CHANNEL_SETS, CHANNELS, CLASS_CODES, NATIVE_SIZE, channel_indices
+    from model.checkpoint import (
+        FORMAT,
+        FORMAT_VERSION,
+        CheckpointError,
+        load,
+        load_checkpoint,
+        make_checkpoint,
+        model_from_checkpoint,
+        save_checkpoint,
+    )
+    from model.config import TASKS, CNNConfig
+    from model.inference import InspectionModel, predict
+    from model.losses import class_weight_from_targets, make_loss, pos_weight_from_targets
+    from model.metrics import (
+        GRADED,
+        PROB_NAMES,
+        ThresholdPolicy,
+        choose_threshold,
+        choose_thresholds,
+        confusion,
+        evaluate,
+        probabilities,
+        targets_to_truth,
+    )
+    from model.net import build_model, complexity, describe
+    from model.onnx import (
+        OnnxCheck,
+        OnnxExportError,
+        compare_onnx,
+        export_onnx,
+        onnx_session,
+        run_onnx,
+    )
+    from model.preprocess import preprocess_raw, resize, resize_uint8

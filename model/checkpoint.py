@@ -12,11 +12,8 @@ import logging
 import os
 import pickle
 import platform
-import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import SOURCE_CHANNELS, CNNConfig
+from .channels import CHANNELS
+from .config import CNNConfig
+from .fileio import atomic_path
 from .inference import InspectionModel
 from .metrics import GRADED, PROB_NAMES, ThresholdPolicy
 from .net import build_model
@@ -167,7 +166,7 @@ def make_checkpoint(
         "class_names": list(GRADED),
         "prob_names": list(PROB_NAMES),
         "channels": list(cfg.channels),
-        "source_channels": list(SOURCE_CHANNELS),
+        "source_channels": list(CHANNELS),
         "input_size": cfg.input_size,
         "source_size": DEFAULT_SOURCE_SIZE,
         "normalization": {"mean": mean_l, "std": std_l},
@@ -181,34 +180,12 @@ def make_checkpoint(
     return _plain(ckpt, "checkpoint")
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path``, synced and renamed onto it when the block succeeds.
-
-    (``data.fileio`` has the same for the data layer; ``model`` imports nothing from ``data``.)
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # what open() gives, not mkstemp's owner-only 0o600
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``ckpt`` to ``path`` atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     ckpt = _plain(ckpt, "checkpoint")
     # never a half-written model or a stray temp file, even on Ctrl-C or a full disk
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fsync=True) as tmp:
         torch.save(ckpt, tmp)
     log.info("saved checkpoint %s", path)
     return path

@@ -12,10 +12,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-# Kept here rather than imported from ``data`` because ``model`` must not depend on ``data``;
-# a test checks that both spell the same order.
-SOURCE_CHANNELS: tuple[str, ...] = ("GRAY", "AM", "G", "R", "W", "NORMAL")
-"""Channel order of every delivered ``(H, W, 6)`` array."""
+from .channels import CHANNELS
 
 TASKS: tuple[str, ...] = ("binary", "multilabel", "multiclass")
 """Head types: 1 logit (defect), 2 logits (print, physical), 4 logits (0_0, 0_1, 1_0, 1_1)."""
@@ -48,7 +45,7 @@ class CNNConfig:
     Every field is validated; an invalid combination raises ``ValueError``.
     """
 
-    channels: tuple[str, ...] = SOURCE_CHANNELS
+    channels: tuple[str, ...] = CHANNELS
     input_size: int = 128
     widths: tuple[int, ...] = (32, 64, 128, 256)
     kernel_sizes: tuple[int, ...] = (3, 3, 3, 3)
@@ -91,19 +88,19 @@ class CNNConfig:
     def _validate(self) -> None:
         if not self.channels:
             raise ValueError("CNNConfig.channels is empty; choose at least one channel")
-        unknown = [c for c in self.channels if c not in SOURCE_CHANNELS]
+        unknown = [c for c in self.channels if c not in CHANNELS]
         if unknown:
             raise ValueError(
                 f"CNNConfig.channels has unknown channel(s) {unknown}; "
-                f"known: {list(SOURCE_CHANNELS)}"
+                f"known: {list(CHANNELS)}"
             )
         if len(set(self.channels)) != len(self.channels):
             raise ValueError(f"CNNConfig.channels has duplicates: {list(self.channels)}")
-        canonical = tuple(c for c in SOURCE_CHANNELS if c in self.channels)
+        canonical = tuple(c for c in CHANNELS if c in self.channels)
         if self.channels != canonical:
             # One order everywhere keeps normalisation statistics and weights aligned.
             raise ValueError(
-                f"CNNConfig.channels must follow the source order {list(SOURCE_CHANNELS)}; "
+                f"CNNConfig.channels must follow the source order {list(CHANNELS)}; "
                 f"write {list(canonical)} instead of {list(self.channels)}"
             )
         depth = len(self.widths)

@@ -2,8 +2,7 @@
 
 :class:`InspectionModel` bundles the network with its preprocessing, so that a user (or the
 ONNX export) feeds it ``uint8`` images ``(B, H, W, 6)`` exactly as delivered. The resize and
-normalisation here are the ones the training cache applies; :func:`preprocess_raw` is the
-single implementation both should call, so that they agree bit for bit.
+normalisation are :mod:`model.preprocess`'s, the ones training uses.
 """
 
 from __future__ import annotations
@@ -13,56 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import SOURCE_CHANNELS, CNNConfig
+from .channels import CHANNELS, channel_indices
+from .config import CNNConfig
 from .metrics import PROB_NAMES, probabilities
+from .preprocess import preprocess_raw
 
 log = logging.getLogger(__name__)
-
-
-def channel_indices(channels: Sequence[str]) -> list[int]:
-    """Positions of ``channels`` in :data:`SOURCE_CHANNELS`."""
-    unknown = [c for c in channels if c not in SOURCE_CHANNELS]
-    if unknown:
-        raise ValueError(f"unknown channel(s) {unknown}; known: {list(SOURCE_CHANNELS)}")
-    return [SOURCE_CHANNELS.index(c) for c in channels]
-
-
-def resize_raw(x: Tensor, size: int) -> Tensor:
-    """Resize a float ``(B, C, H, W)`` image in 0..255 to ``size x size`` like the cache does.
-
-    Antialiased bilinear, then rounded and clamped back onto the uint8 grid so that a cached
-    uint8 copy and an on-the-fly resize give identical network inputs. A no-op (no rounding)
-    when the image already has that size.
-    """
-    if x.shape[-2] == size and x.shape[-1] == size:
-        return x
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255)
-
-
-def preprocess_raw(
-    x_raw: Tensor, channel_index: Tensor, input_size: int, mean: Tensor, std: Tensor
-) -> Tensor:
-    """Raw ``(B, H, W, 6)`` uint8 (or float 0..255) -> normalised float ``(B, C, S, S)``.
-
-    Order matters and is fixed: permute, select channels, ``.float()``, resize (only if the
-    size differs), ``/ 255``, ``(x - mean) / std`` with ``mean``/``std`` shaped ``(1, C, 1, 1)``
-    in [0, 1] units.
-    """
-    if x_raw.ndim != 4 or x_raw.shape[-1] != len(SOURCE_CHANNELS):
-        raise ValueError(
-            f"expected raw images (B, H, W, {len(SOURCE_CHANNELS)}) in channel order "
-            f"{list(SOURCE_CHANNELS)}, got shape {tuple(x_raw.shape)}"
-        )
-    x = x_raw.permute(0, 3, 1, 2)
-    x = x.index_select(1, channel_index)
-    x = x.float()
-    x = resize_raw(x, input_size)
-    x = x / 255
-    return (x - mean) / std
 
 
 class InspectionModel(nn.Module):
@@ -150,9 +107,9 @@ def predict(
     current device is used. With ``tta=True`` the probabilities are averaged over the 8
     dihedral transforms (flips and 90-degree rotations) of each image.
     """
-    if images.ndim != 4 or images.shape[-1] != len(SOURCE_CHANNELS):
+    if images.ndim != 4 or images.shape[-1] != len(CHANNELS):
         raise ValueError(
-            f"expected images (N, H, W, {len(SOURCE_CHANNELS)}), got shape {tuple(images.shape)}"
+            f"expected images (N, H, W, {len(CHANNELS)}), got shape {tuple(images.shape)}"
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

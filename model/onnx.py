@@ -3,7 +3,7 @@
 The graph takes the arrays exactly as delivered and does all preprocessing itself:
 
 - input ``images``: ``uint8 (batch, height, width, 6)``, channels in
-  :data:`~model.config.SOURCE_CHANNELS` order (``GRAY, AM, G, R, W, NORMAL``);
+  :data:`~model.config.CHANNELS` order (``GRAY, AM, G, R, W, NORMAL``);
 - inside: channel selection, antialiased bilinear resize to the model's ``input_size`` (rounded
   back onto the uint8 grid, like the training cache), ``/ 255`` and the stored normalisation;
 - output ``class_probs``: ``float32 (batch, 3)`` one-vs-all probabilities of print error,
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_path
-from .config import SOURCE_CHANNELS
+from .channels import CHANNELS
+from .fileio import atomic_path
 from .inference import InspectionModel
 from .metrics import GRADED
 
@@ -81,8 +81,8 @@ def onnx_metadata(model: InspectionModel) -> dict[str, str]:
     out = {key: json.dumps(meta[key]) for key in META_KEYS if key in meta}
     out.update(
         input=json.dumps({"name": INPUT_NAME, "dtype": "uint8",
-                          "shape": ["batch", "height", "width", len(SOURCE_CHANNELS)],
-                          "channels": list(SOURCE_CHANNELS)}),
+                          "shape": ["batch", "height", "width", len(CHANNELS)],
+                          "channels": list(CHANNELS)}),
         outputs=json.dumps({OUTPUT_NAMES[0]: list(GRADED), OUTPUT_NAMES[1]: "defect"}),
         class_names=json.dumps(list(GRADED)),
     )
@@ -174,7 +174,7 @@ def compare_onnx(model: InspectionModel, session: Any, images: np.ndarray, *,
                  name: str = "inputs", tolerance: float = DEFAULT_TOLERANCE,
                  batch_size: int = 32) -> OnnxCheck:
     """Max |onnxruntime - PyTorch| over both outputs for raw ``uint8 (N, H, W, 6)`` images."""
-    if images.ndim != 4 or images.shape[-1] != len(SOURCE_CHANNELS) or images.dtype != np.uint8:
+    if images.ndim != 4 or images.shape[-1] != len(CHANNELS) or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images (N, H, W, 6), got {images.dtype} "
                          f"{tuple(images.shape)}")
     ort_c, ort_d = run_onnx(session, images, batch_size)
@@ -188,4 +188,4 @@ def compare_onnx(model: InspectionModel, session: Any, images: np.ndarray, *,
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """``n`` random raw erasers ``uint8 (n, size, size, 6)`` (for tracing and checks)."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, size=(n, size, size, len(SOURCE_CHANNELS)), dtype=np.uint8)
+    return rng.integers(0, 256, size=(n, size, size, len(CHANNELS)), dtype=np.uint8)

@@ -4,7 +4,7 @@ A study that takes minutes on a GPU can take days on a laptop's CPU; users shoul
 before they start, not after the first hour. :func:`estimate_study` draws configurations
 from the search space (``suggest_config`` through a seeded random sampler on a throwaway
 in-memory study), times one short epoch of the one with the median multiply-adds through the
-real training loop (``search.train.train``, so augmentation, mixed precision and validation
+real training loop (``training.loop.train``, so augmentation, mixed precision and validation
 count) on random images of its input size, and scales that to every drawn configuration by
 its multiply-adds and to the real split by its size. Multiply-adds predict time only
 roughly (small convolutions run less efficiently), so the figures are good to a factor of
@@ -22,9 +22,11 @@ import numpy as np
 import optuna
 import torch
 
+from data.pipeline import TrainData
 from model import complexity, describe
 from search.space import SearchSpace, suggest_config
-from search.train import NonFiniteLossError, RunConfig, TrainData, train
+from training.config import RunConfig
+from training.loop import NonFiniteLossError, train
 
 log = logging.getLogger(__name__)
 

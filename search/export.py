@@ -3,13 +3,15 @@
 Nothing is retrained: every finished trial kept its checkpoint as an Optuna artifact. Export
 downloads it, stamps it with the group and study, checks that it loads under
 ``weights_only=True`` and still scores the trial's validation metric on the study's own
-split, and only then moves it into place.
+split, and only then moves it into place. :func:`export_trial` is the whole export as
+``export_best.py`` runs it (thresholds, test-time augmentation, refit, ONNX, model card).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -24,13 +26,16 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import TrialState
 
 import model as model_lib
-from data import EraserSet, Split, load_data, make_split
+from data import DataError, EraserSet, Split, format_problems, load_data, make_split
 from data.dataset import USE_DEFAULT_CACHE
+from data.pipeline import TrainData
 from model.checkpoint import RESERVED_KEYS
-from search.evaluate import predict_set
+from model.fileio import write_text
+from model.onnx import DEFAULT_TOLERANCE, random_images
 from search.space import trial_config
 from search.study import StudyError
-from search.train import EpochReport, TrainData, TrainResult, train
+from training.loop import EpochReport, NonFiniteLossError, TrainResult, train
+from training.scoring import predict_set
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +205,7 @@ def retrain_full(trial: optuna.trial.FrozenTrial, space: dict, data: EraserSet, 
 
     Same configuration (replayed from the trial's parameters and the study's stored
     ``space``) and seed, early stopping off; with no validation rows left the run
-    keeps its last epoch (see :func:`search.train.train`).
+    keeps its last epoch (see :func:`training.loop.train`).
     """
     best_epoch = trial.user_attrs.get("best_epoch")
     if not best_epoch:
@@ -241,3 +246,164 @@ def refit_checkpoint(result: TrainResult, ckpt: dict, n_erasers: int) -> dict:
     out = refit.checkpoint(**meta)
     out["threshold_policy"] = ckpt.get("threshold_policy", out["threshold_policy"])
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole export, as export_best.py runs it
+
+ONNX_SAMPLES = 256  # validation erasers the ONNX file is checked on (raw, full size)
+Say = Callable[[str, str], None]  # (tag, message): a line of progress for the user
+CardWriter = Callable[[dict, Path, Path | None, list[model_lib.OnnxCheck]], str]
+
+
+class ExportError(Exception):
+    """The export cannot be completed; nothing was written (message is user-facing)."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``export_best.py`` asks for (see its ``--help``)."""
+
+    group: str
+    out_dir: Path
+    artifact_dir: Path
+    data_path: str | Path | None = None
+    cache_dir: str | Path | None = USE_DEFAULT_CACHE
+    verify: bool = True
+    min_recall: float | None = None
+    retrain_full: bool = False
+    device: str | torch.device = "cpu"
+    onnx: bool = False
+    onnx_tolerance: float = DEFAULT_TOLERANCE
+
+
+@dataclass
+class Exported:
+    """The files written (the ``.pth`` first) and the model as a user loads it back."""
+
+    paths: list[Path]
+    net: model_lib.InspectionModel
+    onnx_checks: list[model_lib.OnnxCheck]
+
+
+def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, opts: ExportOptions, *,
+                 card: CardWriter, say: Say = lambda tag, message: None,
+                 on_refit_epoch: Callable[[EpochReport], None] | None = None) -> Exported:
+    """Export ``trial`` to ``<group>.pth`` (and ``.onnx``) plus its model card in
+    ``opts.out_dir``: everything is staged in a temporary folder there and moved into place
+    only once every check passed (the ``.pth`` last). Raises :class:`ExportError`."""
+    metric = study.user_attrs.get("space", {}).get("metric", "graded_ap")
+    try:
+        ckpt = stamp(fetch_checkpoint(trial, opts.artifact_dir), group=opts.group, study=study,
+                     trial=trial)
+    except (StudyError, model_lib.CheckpointError) as exc:
+        raise ExportError(str(exc)) from None
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=opts.out_dir) as tmp:
+        staged = Path(tmp) / f"{opts.group}.pth"
+        net = _stage(ckpt, staged)
+        samples = None
+        if opts.verify:
+            ckpt, samples = _verified(ckpt, net, study, trial, metric, opts, say,
+                                      on_refit_epoch)
+            net = _stage(ckpt, staged)  # again, with what was added since
+        files = [staged]
+        checks: list[model_lib.OnnxCheck] = []
+        if opts.onnx:
+            onnx_path, checks = _onnx(net, Path(tmp) / f"{opts.group}.onnx", samples,
+                                      int(ckpt.get("source_size", 310)), opts.onnx_tolerance,
+                                      say)
+            files.append(onnx_path)
+        text = card(ckpt, staged, files[1] if opts.onnx else None, checks)
+        files.append(write_text(Path(tmp) / f"{opts.group}.md", text))
+        for path in files[::-1]:  # the .pth last: it is the one that counts
+            os.replace(path, opts.out_dir / path.name)
+    return Exported(paths=[opts.out_dir / p.name for p in files], net=net, onnx_checks=checks)
+
+
+def _stage(ckpt: dict, path: Path) -> model_lib.InspectionModel:
+    """Save ``ckpt`` to ``path`` and load it back the way a user would (weights_only=True)."""
+    try:
+        return model_lib.load(model_lib.save_checkpoint(ckpt, path))
+    except model_lib.CheckpointError as exc:
+        raise ExportError(f"the exported file does not load back: {exc}") from None
+
+
+def _verified(ckpt: dict, net: model_lib.InspectionModel, study: optuna.Study,
+              trial: optuna.trial.FrozenTrial, metric: str, opts: ExportOptions, say: Say,
+              on_refit_epoch: Callable[[EpochReport], None] | None
+              ) -> tuple[dict, np.ndarray | None]:
+    """Re-score the staged model on the study's validation split, then the steps that need
+    those predictions: thresholds, TTA, refit, ONNX samples."""
+    try:
+        data, split = study_data(study, opts.data_path, cache_dir=opts.cache_dir)
+        check, probs = verify(net, trial, data, split, metric)
+    except DataError as exc:
+        raise ExportError(f"the study's data cannot be loaded to verify the export:\n"
+                          f"{format_problems(exc.problems)}\nPass --data, or --no-verify."
+                          ) from None
+    except StudyError as exc:
+        raise ExportError(f"{exc} Or skip the check with --no-verify.") from None
+    say("verify", f"{metric} on {check.n_val} validation erasers: {check.measured:.4f} "
+        f"(trial recorded {check.stored:.4f}, difference {check.diff:.4f})")
+    if not check.ok:
+        raise ExportError(f"the exported model scores {check.measured:.4f}, not the trial's "
+                          f"{check.stored:.4f}; nothing was written. Was the study trained on "
+                          "other data?")
+    val_ids = split.val_ids()
+    targets = validation_targets(data, val_ids)
+    if opts.min_recall is not None:
+        ckpt = apply_policy(ckpt, probs, targets,
+                            model_lib.ThresholdPolicy("min_recall", opts.min_recall))
+        net.thresholds = dict(ckpt["thresholds"])
+    ckpt["tta"] = measure_tta(net, data, val_ids, probs, targets,
+                              model_lib.ThresholdPolicy.from_dict(ckpt["threshold_policy"]))
+    tta = ckpt["tta"]
+    verdict = ("recommended: predict.py --tta" if tta["recommended"]
+               else "not worth 8x the inference cost")
+    say("tta", f"8 flips/rotations on {tta['n_val']} validation erasers: graded AP "
+        f"{tta['graded_ap']:.4f} -> {tta['graded_ap_tta']:.4f}, defect AP "
+        f"{tta['defect_ap']:.4f} -> {tta['defect_ap_tta']:.4f} ({verdict})")
+    if opts.retrain_full:
+        n = len(split.train_ids()) + len(split.val_ids())
+        say("refit", f"trial {trial.number}'s configuration on train+validation ({n} erasers, "
+            f"{trial.user_attrs.get('best_epoch')} epochs, seed kept)")
+        try:
+            result = retrain_full(trial, study.user_attrs.get("space", {}), data, split,
+                                  device=opts.device, callback=on_refit_epoch)
+        except (StudyError, NonFiniteLossError) as exc:
+            raise ExportError(f"the refit on train+validation failed: {exc} Nothing was "
+                              "written.") from None
+        say("refit", f"done in {result.seconds:.0f} s; thresholds and validation metrics are "
+            "the trial's (no validation set is left to choose them on)")
+        ckpt = refit_checkpoint(result, ckpt, n)
+    samples = (data.images(None, val_ids[:ONNX_SAMPLES]).transpose(0, 2, 3, 1)
+               if opts.onnx else None)
+    return ckpt, samples
+
+
+def _onnx(net: model_lib.InspectionModel, path: Path, samples: np.ndarray | None,
+          source_size: int, tolerance: float, say: Say
+          ) -> tuple[Path, list[model_lib.OnnxCheck]]:
+    """Export ``net`` to ONNX and check it against PyTorch on random and validation erasers."""
+    try:
+        path = model_lib.export_onnx(net, path)
+        session = model_lib.onnx_session(path)
+        checks = [model_lib.compare_onnx(net, session, random_images(4, source_size, seed=1),
+                                         name="random", tolerance=tolerance)]
+        if samples is not None:
+            checks.append(model_lib.compare_onnx(net, session, samples, name="validation",
+                                                 tolerance=tolerance))
+    except model_lib.OnnxExportError as exc:
+        raise ExportError(f"the ONNX export failed: {exc}. Nothing was written; export "
+                          "without --onnx to get the .pth alone.") from None
+    for c in checks:
+        say("onnx", f"{c.n} {c.name} erasers ({c.size} px): max |onnxruntime - PyTorch| "
+            f"{c.max_diff:.1e} (tolerance {c.tolerance:.0e})")
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise ExportError(f"the ONNX model differs from PyTorch by {bad[0].max_diff:.2g} on "
+                          f"{bad[0].name} erasers (tolerance {bad[0].tolerance:.0e}); nothing "
+                          "was written. Export without --onnx, or report the model's "
+                          "architecture.")
+    return path, checks

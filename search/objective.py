@@ -20,10 +20,11 @@ import torch
 from optuna.artifacts import upload_artifact
 
 from data import EraserSet, Split
+from data.pipeline import TrainData
 from model import describe, save_checkpoint
-from search.device import describe_device
 from search.space import SearchSpace, suggest_config
-from search.train import EpochReport, NonFiniteLossError, TrainData, TrainResult, train
+from training.device import describe_device
+from training.loop import EpochReport, NonFiniteLossError, TrainResult, train
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,7 @@ from search.study import (
     storage_for_commands,
     study_names,
 )
-from search.train import EpochReport, TrainResult
-from search.trial_report import TrialReport, write_study_note
+from training.loop import EpochReport, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
             flagged: Sequence[str] = (), dry_run: bool = False) -> Session:
     """Validate the data, split it, open the storage and create or resume the study.
 
-    ``flagged``: ids of suspected mislabels (``search.label_issues``) whose loss weight the
+    ``flagged``: ids of suspected mislabels (``label_issues.py``) whose loss weight the
     trials use; the list is part of what the study is bound to. ``dry_run`` checks all of
     that against the storage but writes nothing to it: a study that does not exist yet is
     made in memory only.
@@ -149,8 +148,6 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
         return session
     if not resumed:
         _save_split(session)
-    # The study's dashboard note (data, class balance, split); kept if one exists already.
-    write_study_note(study, data, split, space)
     return session
 
 
@@ -178,7 +175,7 @@ def _known_flagged(flagged: Sequence[str], data: EraserSet, notes: list[str]
     if not known:
         raise StudyError(f"none of the {len(set(flagged))} flagged ids (e.g. {unknown[0]}) is "
                          "an eraser of these data; make the list on the same data with "
-                         "`python -m search.label_issues`.")
+                         "`python label_issues.py`.")
     if unknown:
         notes.append(f"{len(unknown)} flagged id(s) are not in the data and are ignored "
                      f"(e.g. {', '.join(unknown[:3])})")
@@ -202,14 +199,12 @@ def _save_split(session: Session) -> None:
 def make_objective(session: Session, device: torch.device, *,
                    on_epoch: Callable[[int, EpochReport], None] | None = None,
                    on_result: Sequence[Callable[[optuna.Trial, TrainResult], None]] = (),
-                   flagged: Sequence[str] = (), figures: bool = True) -> Objective:
-    """The study's objective. Each finished trial gets a note for optuna-dashboard and, with
-    ``figures``, its figures (``search.trial_report``; about a second per trial on a CPU),
-    before the ``on_result`` hooks."""
-    report = TrialReport(session.data, session.artifact_store if figures else None)
+                   flagged: Sequence[str] = ()) -> Objective:
+    """The study's objective; ``on_result`` hooks run after each finished trial is recorded
+    (the dashboard's notes and figures: ``reporting.trial_report.dashboard_hook``)."""
     return Objective(session.data, session.split, session.space, device=device,
                      artifact_store=session.artifact_store, flagged=flagged or session.flagged,
-                     on_epoch=on_epoch, on_result=[report, *on_result])
+                     on_epoch=on_epoch, on_result=on_result)
 
 
 def run(session: Session, objective: Objective, *, n_trials: int,

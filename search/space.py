@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, fields
 
 from optuna.trial import BaseTrial, FixedTrial, FrozenTrial
 
-from data import CHANNEL_SETS, AugmentConfig
+from data import AugmentConfig
 from model import CNNConfig
-from search.train import RunConfig, TrainConfig
+from model.channels import CHANNEL_SETS
+from training.config import RunConfig, TrainConfig
 
 ACTIVATIONS = ("relu", "silu", "gelu", "leaky_relu", "mish")
 MIN_FEATURE_MAP = 2  # never pool below 2x2 before the head

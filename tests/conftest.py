@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from postgres_fixture import postgres_cluster, postgres_url  # noqa: F401 (fixtures)
+
+from tests.postgres_fixture import postgres_cluster, postgres_url  # noqa: F401 (fixtures)
 
 # Two cores on CI: keep torch from oversubscribing them in every test process.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

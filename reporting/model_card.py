@@ -1,0 +1,175 @@
+"""The model card: ``<group>.md`` next to an export, saying what the model is and how to use it.
+
+Written from the checkpoint dict alone (plus the ONNX check, when there is an ONNX file), so
+the card never claims anything the ``.pth`` does not hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from model import GRADED, CNNConfig, OnnxCheck, describe
+from model.onnx import INPUT_NAME, OUTPUT_NAMES
+
+CARD_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # added to the checkpoint's versions
+ROWS = (*GRADED, "defect")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions(ckpt: dict, onnx: bool) -> dict[str, str]:
+    versions = dict(ckpt.get("versions", {}))
+    if onnx:
+        for name in CARD_PACKAGES:
+            try:
+                versions.setdefault(name, metadata.version(name))
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
+               onnx_checks: Sequence[OnnxCheck] = ()) -> str:
+    """Markdown describing the export ``pth`` (and ``onnx``) made from checkpoint ``ckpt``."""
+    group = ckpt.get("group", pth.stem)
+    cfg = CNNConfig.from_dict(ckpt["arch"])
+    val = ckpt.get("val_metrics", {})
+    thresholds = ckpt.get("thresholds", {})
+    policy = ckpt.get("threshold_policy", {})
+    refit = ckpt.get("retrained")
+    lines = [f"# {group}: MILAN eraser inspection model", ""]
+    origin = f"study `{ckpt.get('study')}`, trial {ckpt.get('trial')}"
+    metric = ckpt.get("train_config", {}).get("metric", "score")
+    lines += [f"Exported {ckpt.get('exported', ckpt.get('created'))} from {origin}"
+              + (f" (validation {metric} {_fmt(ckpt['value'])})" if "value" in ckpt else "")
+              + "."]
+    if refit:
+        lines += ["", f"**Retrained on train + validation** ({refit['n_erasers']} erasers, "
+                  f"{refit['epochs']} epochs = the trial's best epoch, seed {refit['seed']}, no "
+                  "early stopping). It has no validation set of its own: the thresholds, the "
+                  "validation metrics and the TTA finding below were measured on the trial's "
+                  "model before the refit and are kept as they are."]
+
+    lines += ["", "## Files", "", "| file | sha256 |", "|---|---|",
+              f"| `{pth.name}` | `{_sha256(pth)}` |"]
+    if onnx is not None:
+        lines.append(f"| `{onnx.name}` | `{_sha256(onnx)}` |")
+
+    lines += ["", "## Data", "",
+              f"- data hash `{ckpt.get('data_hash', 'unknown')}`",
+              f"- split hash `{ckpt.get('split_hash', 'unknown')}`",
+              f"- erasers of {ckpt.get('source_size', 310)} px, channels used: "
+              f"{', '.join(cfg.channels)}; the network sees {cfg.input_size} px",
+              f"- normalisation (per used channel, [0, 1] units): mean "
+              f"{_fmt([round(v, 4) for v in ckpt['normalization']['mean']])}, std "
+              f"{_fmt([round(v, 4) for v in ckpt['normalization']['std']])}"]
+
+    lines += ["", "## Model", "", f"{describe(cfg)}; `{cfg.task}` head."]
+    if "best_epoch" in ckpt:
+        lines.append(f"Weights of epoch {ckpt['best_epoch']} of {ckpt.get('epochs_run')}.")
+    params = ckpt.get("params", {})
+    if params:
+        lines += ["", "| hyperparameter | value |", "|---|---|"]
+        lines += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(params.items())]
+
+    lines += ["", "## Validation metrics", ""]
+    if val:
+        lines += ["One-vs-all, as graded (AUC-PR, and F1 at the stored thresholds):", "",
+                  "| class | AUC-PR | F1 | precision | recall | threshold |",
+                  "|---|---|---|---|---|---|"]
+        for name in ROWS:
+            lines.append(f"| {name} | " + " | ".join(
+                _fmt(val.get(f"{name}_{k}", float("nan")))
+                for k in ("ap", "f1", "precision", "recall"))
+                + f" | {_fmt(thresholds.get(name, float('nan')))} |")
+        lines.append(f"| **mean (graded)** | {_fmt(val.get('graded_ap', float('nan')))} | "
+                     f"{_fmt(val.get('graded_f1', float('nan')))} | | | |")
+        lines += ["", "These are measured on the validation split that also chose the trial, "
+                  "its best epoch and these thresholds: optimistic for new erasers. Score "
+                  f"labelled erasers the study never saw (`python predict.py {pth.name} "
+                  "HELD_OUT/`) for an unbiased figure."]
+    else:
+        lines.append("None recorded.")
+
+    kind = policy.get("kind", "max_f1")
+    rule = ("the cut point with the best F1" if kind == "max_f1" else
+            f"the best precision with recall >= {_fmt(policy.get('min_recall'))}")
+    lines += ["", "## Operating point", "",
+              f"Threshold policy `{kind}`: per class, {rule} on the validation predictions. "
+              "An eraser is flagged when its probability is >= the threshold."]
+    if "defect_precision" in val:
+        lines.append(f"Expected at the defect threshold {_fmt(thresholds.get('defect'))}: "
+                     f"precision {_fmt(val['defect_precision'])}, recall "
+                     f"{_fmt(val['defect_recall'])}.")
+
+    lines += ["", "## Test-time augmentation", ""]
+    tta = ckpt.get("tta")
+    if tta:
+        verdict = "recommended" if tta["recommended"] else "not recommended"
+        lines += [f"Averaging over the 8 flips/90-degree rotations (`predict.py --tta`), "
+                  f"{tta['n_val']} validation erasers: **{verdict}** (needs a graded AP gain "
+                  f">= {_fmt(tta['min_gain'])}).", "",
+                  "| | plain | TTA |", "|---|---|---|"]
+        for key in ("graded_ap", "graded_f1", "defect_ap", "defect_f1"):
+            lines.append(f"| {key} | {_fmt(tta[key])} | {_fmt(tta[f'{key}_tta'])} |")
+        lines += ["", "F1 with TTA is at thresholds re-chosen on the TTA probabilities (stored in "
+                  "the `.pth` under `tta.thresholds`; `predict.py --tta` uses them). The ONNX "
+                  "graph is single-view."]
+    else:
+        lines.append("Not measured (exported without verification).")
+
+    if onnx is not None:
+        lines += ["", "## ONNX", "",
+                  f"- input `{INPUT_NAME}`: `uint8 (batch, height, width, 6)`, the raw arrays "
+                  "as delivered (channels GRAY, AM, G, R, W, NORMAL); channel selection, "
+                  "resizing and normalisation happen inside the graph",
+                  f"- output `{OUTPUT_NAMES[0]}`: `float32 (batch, 3)`, {', '.join(GRADED)}",
+                  f"- output `{OUTPUT_NAMES[1]}`: `float32 (batch,)`",
+                  "- batch, height and width are dynamic; thresholds and provenance are in the "
+                  "model metadata"]
+        for c in onnx_checks:
+            lines.append(f"- checked against PyTorch with onnxruntime on {c.n} {c.name} "
+                         f"erasers ({c.size} px): max |difference| {c.max_diff:.2g} "
+                         f"(tolerance {c.tolerance:.0e})")
+
+    lines += ["", "## Versions", "", ", ".join(
+        f"{k} {v}" for k, v in _versions(ckpt, onnx is not None).items())]
+
+    source = ckpt.get("source_size", 310)
+    lines += ["", "## Loading", "",
+              f"With this repository (`images`: uint8 `(N, {source}, {source}, 6)` as "
+              "delivered):",
+              "", "```python", "import model",
+              f"m = model.load({pth.name!r})",
+              "probs = model.predict(m, images)  # (N, 4): print, physical, no defect, defect",
+              "```", "", "With nothing but torch (the plain dict):", "", "```python",
+              "import torch", f"ckpt = torch.load({pth.name!r}, weights_only=True)",
+              "weights, arch, thresholds = ckpt['state_dict'], ckpt['arch'], ckpt['thresholds']",
+              "```"]
+    if onnx is not None:
+        lines += ["", "With nothing but onnxruntime:", "", "```python",
+                  "import onnxruntime as ort",
+                  f"session = ort.InferenceSession({onnx.name!r}, "
+                  "providers=['CPUExecutionProvider'])",
+                  f"class_probs, defect_prob = session.run(None, {{{INPUT_NAME!r}: images}})",
+                  "```"]
+    return "\n".join(lines) + "\n"

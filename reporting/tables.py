@@ -1,0 +1,67 @@
+"""Tables and output folders shared by every report: CSV and markdown tables, and a staged
+output folder whose files appear together or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from model.fileio import atomic_write
+
+
+@contextlib.contextmanager
+def staged_output(out: str | Path) -> Iterator[Path]:
+    """A temporary folder next to ``out`` whose files move into ``out`` only on success.
+
+    Nothing half-written ever appears in ``out``: if the body raises, the staging folder is
+    removed and ``out`` keeps what it had. Files already in ``out`` that the run does not
+    produce are left alone.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield stage
+        out.mkdir(parents=True, exist_ok=True)
+        for path in sorted(stage.rglob("*")):
+            if path.is_file():
+                target = out / path.relative_to(stage)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None
+              ) -> Path:
+    """Write dict rows as CSV through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    columns = list(columns or (rows[0].keys() if rows else []))
+    with atomic_write(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
+                   headers: Sequence[str] | None = None) -> str:
+    """GitHub markdown table; floats with 3 decimals (1 from 10 up)."""
+    if not rows:
+        return "_(none)_"
+    columns = list(columns or rows[0].keys())
+    headers = list(headers or columns)
+
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return "" if v != v else f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""Shipping a trial: operating-point policy, TTA finding, ONNX, refit, model card, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pytest
+import torch
+
+import export_best
+import model
+import predict
+import run_study
+from data.synth import generate
+from model import GRADED, PROB_NAMES, OnnxCheck, ThresholdPolicy, targets_to_truth
+from reporting.model_card import model_card
+from search.export import apply_policy, fetch_checkpoint
+from search.study import artifact_dir_for
+
+GROUP = "team_x"
+
+
+def noisy_predictions(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and overlapping (imperfect) probabilities in PROB_NAMES order."""
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, 2, size=(n, 2))
+    truth = targets_to_truth(targets).astype(float)
+    probs = np.clip(0.35 * truth + rng.uniform(0, 0.65, size=truth.shape), 0, 1)
+    return probs, targets
+
+
+@pytest.mark.parametrize("recall", [0.5, 0.9, 1.0])
+def test_min_recall_policy_meets_the_recall_on_validation(recall):
+    probs, targets = noisy_predictions()
+    ckpt = {"thresholds": dict.fromkeys(PROB_NAMES, 0.5), "val_metrics": {}}
+    out = apply_policy(ckpt, probs, targets, ThresholdPolicy("min_recall", recall))
+    assert out["threshold_policy"] == {"kind": "min_recall", "min_recall": recall}
+    truth = targets_to_truth(targets)
+    for i, name in enumerate(PROB_NAMES):
+        predicted = probs[:, i] >= out["thresholds"][name]
+        measured = predicted[truth[:, i] == 1].mean()
+        assert measured >= recall
+        assert out["val_metrics"][f"{name}_recall"] == pytest.approx(measured)
+    assert ckpt["thresholds"]["defect"] == 0.5  # the input is not modified
+
+
+# -- end to end, through the commands ---------------------------------------------------------
+
+def small_space(original):
+    # The default space draws networks of millions of weights; a narrow one keeps this fast.
+    def search_space(args, demo):
+        return dataclasses.replace(original(args, demo), base_widths=(8,), depth=(2, 3))
+    return search_space
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A finished 2-trial study on 48 px synthetic erasers."""
+    tmp = tmp_path_factory.mktemp("ship")
+    generate(tmp / "data", n=48, seed=4, size=48, defect_rate=0.5, workers=1)
+    env = {"data": str(tmp / "data"), "url": f"sqlite:///{tmp / 'studies.db'}",
+           "cache": str(tmp / "cache"), "tmp": tmp}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_study, "search_space", small_space(run_study.search_space))
+        assert run_study.main(["--data", env["data"], "--study", "ship", "--storage",
+                               env["url"], "--n-trials", "2", "--epochs", "2", "--sizes", "32",
+                               "--pruner", "none", "--cache-dir", env["cache"],
+                               "--no-estimate"]) == 0
+    return env
+
+
+def export_args(env, out: Path, *extra: str) -> list[str]:
+    return ["--study", "ship", "--group", GROUP, "--storage", env["url"], "--out", str(out),
+            "--cache-dir", env["cache"], *extra]
+
+
+def test_export_onnx_min_recall_and_card(study, tmp_path, capsys):
+    out = tmp_path / "exports"
+    assert export_best.main(export_args(study, out, "--onnx", "--min-recall", "0.9")) == 0
+    printed = capsys.readouterr().out
+    assert "onnx    10 validation erasers" in printed and "tta     " in printed
+    pth, onnx_file, card = (out / f"{GROUP}{s}" for s in (".pth", ".onnx", ".md"))
+    assert pth.is_file() and onnx_file.is_file() and card.is_file()
+    caveat = card.read_text()
+    assert "optimistic for new erasers" in caveat and f"predict.py {GROUP}.pth HELD_OUT/" in caveat
+    assert not list(out.glob(".*"))  # nothing staged is left over
+
+    ckpt = torch.load(pth, weights_only=True)
+    assert ckpt["threshold_policy"] == {"kind": "min_recall", "min_recall": 0.9}
+    val = ckpt["val_metrics"]
+    for name in (*GRADED, "defect"):
+        assert np.isnan(val[f"{name}_recall"]) or val[f"{name}_recall"] >= 0.9
+        assert val[f"threshold_{name}"] == ckpt["thresholds"][name]
+    tta = ckpt["tta"]
+    assert {"graded_ap", "graded_ap_tta", "defect_ap_tta", "recommended"} <= set(tta)
+    assert set(tta["thresholds"]) == set(PROB_NAMES)
+
+    # The ONNX file alone, fed the delivered arrays, gives the .pth model's probabilities.
+    images = np.stack([np.load(p) for p in sorted((Path(study["data"]) / "arrays").glob(
+        "*.npy"))[:3]])
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    class_probs, defect = session.run(None, {"images": images})
+    expected = model.predict(model.load(pth), images)
+    np.testing.assert_allclose(class_probs, expected[:, :3], atol=1e-4)
+    np.testing.assert_allclose(defect, expected[:, 3], atol=1e-4)
+
+    text = card.read_text()
+    for needle in (ckpt["data_hash"], ckpt["split_hash"], "| `lr` |", "mean (graded)",
+                   "`min_recall`", "Test-time augmentation", "torch.load(", "InferenceSession(",
+                   "model.load(", "onnxruntime "):
+        assert needle in text, needle
+
+    # predict.py reports the stored operating point (and the TTA thresholds with --tta).
+    preds = tmp_path / "preds.csv"
+    assert predict.main([str(pth), study["data"], "--out", str(preds), "--tta",
+                         "--cache-dir", study["cache"]]) == 0
+    printed = capsys.readouterr().out
+    assert "from validation, TTA; best precision at recall >= 0.9" in printed
+    assert f"threshold {tta['thresholds']['defect']:.3f}" in printed
+
+
+def test_retrain_full_writes_a_model_that_loads(study, tmp_path, capsys):
+    out = tmp_path / "exports"
+    assert export_best.main(export_args(study, out, "--retrain-full", "--device", "cpu")) == 0
+    assert "refit   trial" in capsys.readouterr().out
+    trial = optuna.load_study(study_name="ship", storage=study["url"]).best_trial
+    trial_ckpt = fetch_checkpoint(trial, artifact_dir_for(study["url"]))
+    net = model.load(out / f"{GROUP}.pth")
+    refit = net.meta["retrained"]
+    assert refit["on"] == "train+validation" and refit["n_erasers"] == 48
+    assert refit["epochs"] == trial.user_attrs["best_epoch"] == net.meta["best_epoch"]
+    assert net.meta["trial"] == trial.number
+    # no validation set left: the trial's validated thresholds are kept, and the card says so
+    assert net.thresholds == trial_ckpt["thresholds"]
+    assert net.meta["val_metrics"] == pytest.approx(trial_ckpt["val_metrics"], nan_ok=True)
+    assert not all(torch.equal(a, trial_ckpt["state_dict"][k])
+                   for k, a in net.net.state_dict().items())  # new weights
+    assert "Retrained on train + validation" in (out / f"{GROUP}.md").read_text()
+    probs = model.predict(net, np.zeros((2, 48, 48, 6), np.uint8))
+    assert probs.shape == (2, 4) and np.isfinite(probs).all()
+
+
+def test_failed_onnx_check_writes_nothing(study, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "exports"
+
+    def fake_export(net, path):
+        Path(path).write_bytes(b"not really onnx")
+        return Path(path)
+
+    monkeypatch.setattr(model, "export_onnx", fake_export)
+    monkeypatch.setattr(model, "onnx_session", lambda path: None)
+    monkeypatch.setattr(model, "compare_onnx", lambda *a, **k: OnnxCheck("random", 4, 48, 0.3))
+    assert export_best.main(export_args(study, out, "--onnx", "--no-verify")) == 2
+    assert "differs from PyTorch by 0.3" in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())
+
+
+@pytest.mark.parametrize("extra", [["--min-recall", "1.5"], ["--no-verify", "--min-recall", "0.9"],
+                                   ["--no-verify", "--retrain-full"]])
+def test_bad_flags_exit_2(study, tmp_path, extra, capsys):
+    assert export_best.main(export_args(study, tmp_path / "x", *extra)) == 2
+    assert extra[-2 if extra[-1][0].isdigit() else -1] in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_card_from_a_bare_checkpoint(tmp_path):
+    cfg = model.CNNConfig(input_size=32, widths=(8, 16), kernel_sizes=(3, 3),
+                          convs_per_block=1, dense_width=0)
+    ckpt = model.make_checkpoint(
+        net=model.build_model(cfg), cfg=cfg, mean=[0.5] * 6, std=[0.2] * 6,
+        thresholds=dict.fromkeys(PROB_NAMES, 0.5), threshold_policy=ThresholdPolicy(),
+        metrics={}, group=GROUP)
+    pth = model.save_checkpoint(ckpt, tmp_path / f"{GROUP}.pth")
+    text = model_card(ckpt, pth)
+    assert "None recorded." in text and "Not measured" in text and "## ONNX" not in text
+    assert "optimistic for new erasers" not in text  # no metrics, no caveat about them
+    assert "`max_f1`" in text and "torch.load('team_x.pth', weights_only=True)" in text

@@ -1,0 +1,108 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from data import AugmentConfig, make_split
+from data.pipeline import TrainData
+from model import CNNConfig, build_model
+from training.config import RunConfig, TrainConfig
+from training.loop import NonFiniteLossError, train
+
+TINY = CNNConfig(input_size=32, widths=(16, 32, 64), kernel_sizes=(3, 3, 3), convs_per_block=1,
+                 dense_width=32)
+
+
+@pytest.fixture(scope="module")
+def data32(synthetic_set):
+    split = make_split(synthetic_set.ids, synthetic_set.codes, k=4, seed=0)
+    return TrainData.from_split(synthetic_set, split, 32)
+
+
+def run(data, epochs=3, callback=None, **train_kwargs):
+    cfg = RunConfig(TINY, TrainConfig(epochs=epochs, batch_size=16, early_stop_patience=0,
+                                      **train_kwargs), AugmentConfig.from_strength(0.3, 0.3))
+    return train(cfg, data, callback=callback)
+
+
+def test_a_tiny_run_learns(data32):
+    result = run(data32, epochs=8, lr=3e-3)
+    positive_rate = data32.targets[data32.val_rows].max(axis=1).mean()
+    assert result.metrics["defect_ap"] > positive_rate
+    assert result.val_probs.shape == (len(data32.val_rows), 4)
+    assert np.isfinite(result.val_probs).all()
+
+
+def test_best_epoch_weights_and_reports(data32):
+    reports = []
+    result = run(data32, epochs=4, callback=reports.append)
+    assert [r.epoch for r in reports] == [1, 2, 3, 4]
+    assert result.best_epoch == max(reports, key=lambda r: r.score).epoch
+    assert result.score == pytest.approx(max(r.score for r in reports))
+    assert len(result.history) == 4 and "val_graded_ap" in result.history[0]
+    # the returned weights are those of the best epoch: they reproduce its validation probs
+    net = build_model(TINY)
+    net.load_state_dict(result.state_dict)
+    assert set(result.thresholds) == {"print_error", "physical_error", "no_defect", "defect"}
+
+
+def test_same_seed_same_run(data32):
+    a, b = run(data32, epochs=2), run(data32, epochs=2)
+    assert a.history[-1]["train_loss"] == pytest.approx(b.history[-1]["train_loss"], rel=1e-5)
+    for k in a.state_dict:
+        torch.testing.assert_close(a.state_dict[k], b.state_dict[k])
+
+
+def test_early_stopping(data32):
+    cfg = RunConfig(TINY, TrainConfig(epochs=30, batch_size=16, early_stop_patience=2, lr=1e-6),
+                    AugmentConfig.none())
+    result = train(cfg, data32)
+    assert result.epochs_run < 30 and "early stop" in result.stop_reason
+
+
+def test_non_finite_loss_stops_with_a_reason(data32):
+    with pytest.raises(NonFiniteLossError, match="lower the learning rate"):
+        run(data32, epochs=2, lr=1e12, grad_clip=0.0, optimizer="sgd")
+
+
+def test_balanced_sampling_and_weighting_are_exclusive():
+    with pytest.raises(ValueError, match="exclusive"):
+        TrainConfig(sampling="balanced", pos_weight_factor=1.0)
+    TrainConfig(sampling="balanced", pos_weight_factor=0.0, class_weight_power=0.0)
+
+
+def test_run_config_json_round_trip(tmp_path):
+    cfg = RunConfig(TINY, TrainConfig(epochs=3, loss="focal"), AugmentConfig.from_strength(1, 0))
+    again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(ValueError, match="unknown train key"):
+        RunConfig.from_dict({"train": {"epochz": 3}})
+
+
+def test_run_files_round_trip_with_overrides_and_name_themselves_when_bad(tmp_path):
+    from training.config import RunFileError, load_config, save_config
+
+    cfg = RunConfig(TINY, TrainConfig(epochs=3, loss="focal"), AugmentConfig.from_strength(1, 0))
+    path = save_config(cfg, tmp_path / "run.json")
+    assert load_config(path) == cfg
+    assert load_config(path, epochs=7, seed=3).train == replace(cfg.train, epochs=7, seed=3)
+    for text, why in (("{", "cannot read"), ("[]", "not a valid"),
+                      ('{"augment": {"flipz": 1}}', "unknown augment key")):
+        path.write_text(text)
+        with pytest.raises(RunFileError, match=why) as exc:
+            load_config(path, epochs=2)
+        assert "run.json" in str(exc.value)
+    with pytest.raises(RunFileError, match="cannot read"):
+        load_config(tmp_path / "missing.json")
+
+
+def test_checkpoint_of_a_result_reproduces_its_validation_probs(data32, synthetic_set):
+    import model as model_lib
+    from training.scoring import predict_set
+
+    result = run(data32, epochs=2)
+    net = model_lib.model_from_checkpoint(result.checkpoint(source_size=64))
+    probs = predict_set(net, synthetic_set, result.val_ids)
+    np.testing.assert_allclose(probs, result.val_probs, atol=1e-5)

@@ -1,0 +1,277 @@
+"""Train one configuration: the engine under every trial, and under ``train.py``.
+
+It knows nothing of Optuna. Each epoch it calls ``callback(EpochReport)``; the search's
+callback reports to the trial and may raise to prune, which simply propagates. The weights of
+the best epoch (by the validation metric), not the last, are what a run returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+from torch import nn
+
+from data.pipeline import DeviceBatches, Preprocessor, TrainData
+from model import (
+    build_model,
+    class_weight_from_targets,
+    complexity,
+    evaluate,
+    make_checkpoint,
+    make_loss,
+    pos_weight_from_targets,
+    probabilities,
+)
+from model.channels import channel_indices
+from training.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run cannot continue."""
+
+
+@dataclass
+class EpochReport:
+    """What one epoch produced; handed to the callback."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    train_ap: float  # defect AP on the augmented training batches as they were trained on
+    val_metrics: dict[str, float]
+    score: float  # val_metrics[metric]
+    best_score: float
+    best_epoch: int
+    lr: float
+    seconds: float
+
+    def row(self) -> dict[str, float]:
+        """Flat plain-data view for logs, user attributes and plots."""
+        return {"epoch": self.epoch, "train_loss": self.train_loss, "val_loss": self.val_loss,
+                "train_ap": self.train_ap, "lr": self.lr, "seconds": self.seconds,
+                **{f"val_{k}": v for k, v in self.val_metrics.items()}}
+
+
+@dataclass
+class TrainResult:
+    """The best epoch's weights and everything needed to ship or judge them."""
+
+    config: RunConfig
+    state_dict: dict[str, torch.Tensor]
+    best_epoch: int
+    epochs_run: int
+    score: float
+    metrics: dict[str, float]
+    thresholds: dict[str, float]
+    val_ids: list[str]
+    val_probs: np.ndarray  # (n_val, 4) at the best epoch, model.PROB_NAMES order
+    val_targets: np.ndarray
+    mean: list[float]
+    std: list[float]
+    history: list[dict[str, float]]
+    stop_reason: str
+    seconds: float
+    params: int
+    macs: int
+
+    def checkpoint(self, **meta) -> dict:
+        """The ``.pth`` dict (SPEC.md format) of the best epoch."""
+        net = build_model(self.config.model)
+        net.load_state_dict(self.state_dict)
+        return make_checkpoint(
+            net=net, cfg=self.config.model, mean=self.mean, std=self.std,
+            thresholds=self.thresholds, threshold_policy=self.config.train.policy,
+            metrics=self.metrics, train_config=asdict(self.config.train),
+            augment_config=self.config.augment.to_dict(), best_epoch=self.best_epoch,
+            epochs_run=self.epochs_run, **meta)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device):
+    # bf16 needs no loss scaling; on the CPU autocast would only slow the small convs down.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _non_finite(value: float, epoch: int, step: int, lr: float) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"the training loss became {value} at epoch {epoch}, step {step} (lr {lr:.3g}); lower "
+        "the learning rate or keep gradient clipping on.")
+
+
+def _defect_ap(logits: list[torch.Tensor], targets: list[torch.Tensor], task: str) -> float:
+    probs = probabilities(torch.cat(logits).float(), task)[:, 3].cpu().numpy()
+    y = torch.cat(targets).amax(dim=1).cpu().numpy()
+    return float(average_precision_score(y, probs)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "cpu",
+          callback: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """Train ``config`` on ``data``'s training rows, validating on its validation rows.
+
+    Without validation rows (a final refit on every labelled eraser) it trains all
+    ``config.train.epochs`` epochs and returns the last one, with empty metrics and thresholds.
+
+    Raises :class:`NonFiniteLossError` if the loss stops being finite; anything the callback
+    raises (e.g. a pruning signal) propagates unchanged.
+    """
+    start = time.perf_counter()
+    device = torch.device(device)
+    cfg, tc = config.model, config.train
+    if cfg.input_size != data.size:
+        raise ValueError(f"the model expects {cfg.input_size} px but the data are {data.size} px")
+    seed_everything(tc.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its kernels
+
+    ch = channel_indices(cfg.channels)
+    mean = [data.mean6[i] for i in ch]
+    std = [data.std6[i] for i in ch]
+    pre = Preprocessor(ch, mean, std, config.augment).to(device)
+    net = build_model(cfg).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+
+    train_targets = data.targets[data.train_rows]
+    loss_fn = make_loss(
+        cfg.task, tc.loss,
+        pos_weight=(pos_weight_from_targets(train_targets, cfg.task, tc.pos_weight_factor)
+                    if cfg.task != "multiclass" and tc.pos_weight_factor else None),
+        class_weight=(class_weight_from_targets(train_targets, tc.class_weight_power)
+                      if cfg.task == "multiclass" and tc.class_weight_power else None),
+        focal_gamma=tc.focal_gamma, label_smoothing=tc.label_smoothing,
+        neg_smoothing=tc.neg_smoothing).to(device)
+    sample_weight = torch.where(torch.as_tensor(data.train_flagged),
+                                tc.flagged_weight, 1.0).float().to(device)
+
+    batches = DeviceBatches(data.images, data.targets, device, batch_size=tc.batch_size,
+                            rows=data.train_rows, sampling=tc.sampling,
+                            codes=data.train_codes, seed=tc.seed)
+    val_batches = DeviceBatches(data.images, data.targets, device,
+                                batch_size=max(tc.batch_size, 256), rows=data.val_rows)
+    steps_per_epoch = math.ceil(len(batches) / tc.batch_size)
+    total_steps = steps_per_epoch * tc.epochs
+
+    if tc.optimizer == "adamw":
+        opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=tc.momentum, nesterov=True,
+                              weight_decay=tc.weight_decay)
+    if tc.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    elif tc.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps)
+    else:
+        sched = None
+
+    history: list[dict[str, float]] = []
+    best = {"score": -math.inf, "epoch": 0}
+    stop_reason = f"completed {tc.epochs} epochs"
+    val_targets = data.targets[data.val_rows]
+    epoch = 0
+    for epoch in range(1, tc.epochs + 1):
+        t0 = time.perf_counter()
+        net.train()
+        losses, lrs, seen_logits, seen_targets = [], [], [], []
+        for step, (pos, xb, yb) in enumerate(batches.epoch()):
+            x = pre(xb, train=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                logits = net(x)
+            loss = loss_fn(logits.float(), yb, sample_weight[pos])
+            lrs.append(opt.param_groups[0]["lr"])
+            # Reading the loss on a GPU would make the host wait for every step (no queueing
+            # ahead); there the check runs once per epoch, below, on the stacked losses.
+            if device.type != "cuda" and not torch.isfinite(loss):
+                raise _non_finite(loss.item(), epoch, step + 1, lrs[-1])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            losses.append(loss.detach())
+            seen_logits.append(logits.detach())
+            seen_targets.append(yb)
+        stacked = torch.stack(losses)
+        finite = torch.isfinite(stacked)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0, 0])
+            raise _non_finite(stacked[first].item(), epoch, first + 1, lrs[first])
+        train_loss = stacked.mean().item()
+        train_ap = _defect_ap(seen_logits, seen_targets, cfg.task)
+
+        if len(data.val_rows):
+            val_loss, val_logits = evaluate_logits(net, pre, val_batches, loss_fn, device)
+            val_probs = probabilities(val_logits, cfg.task).numpy()
+            metrics = evaluate(val_probs, val_targets, policy=tc.policy)
+        else:  # nothing to choose an epoch on: the last one is the result
+            val_loss, val_probs, metrics = math.nan, np.empty((0, 4), np.float32), {}
+        score = metrics.get(tc.metric, math.nan)
+        if not math.isfinite(score):
+            score = -math.inf  # undefined (a class absent from validation) never wins
+        if score > best["score"] or best["epoch"] == 0 or not len(data.val_rows):
+            best = {"score": score, "epoch": epoch, "metrics": metrics, "probs": val_probs,
+                    "state": copy.deepcopy({k: v.detach().cpu()
+                                            for k, v in net.state_dict().items()})}
+        report = EpochReport(
+            epoch=epoch, epochs=tc.epochs, train_loss=train_loss, val_loss=val_loss,
+            train_ap=train_ap, val_metrics=metrics, score=metrics.get(tc.metric, math.nan),
+            best_score=best["score"], best_epoch=best["epoch"],
+            lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+        history.append(report.row())
+        log.debug("epoch %d/%d loss %.4f val %s %.4f", epoch, tc.epochs, train_loss, tc.metric,
+                  score)
+        if callback is not None:
+            callback(report)
+        if tc.early_stop_patience and epoch - best["epoch"] >= tc.early_stop_patience:
+            stop_reason = (f"early stop at epoch {epoch}: no {tc.metric} gain in "
+                           f"{tc.early_stop_patience} epochs")
+            break
+
+    cx = complexity(cfg)
+    return TrainResult(
+        config=config, state_dict=best["state"], best_epoch=best["epoch"], epochs_run=epoch,
+        score=best["score"], metrics=best["metrics"],
+        thresholds={k.removeprefix("threshold_"): v for k, v in best["metrics"].items()
+                    if k.startswith("threshold_")},
+        val_ids=data.val_ids, val_probs=best["probs"], val_targets=val_targets,
+        mean=mean, std=std, history=history, stop_reason=stop_reason,
+        seconds=time.perf_counter() - start, params=cx["params"], macs=cx["macs"])
+
+
+@torch.inference_mode()
+def evaluate_logits(net: nn.Module, pre: Preprocessor, batches: DeviceBatches,
+                    loss_fn: nn.Module, device: torch.device) -> tuple[float, torch.Tensor]:
+    """Mean loss and the logits (float32, CPU) over ``batches`` in order, without augmentation."""
+    net.eval()
+    out, total = [], 0.0
+    for _, xb, yb in batches.epoch(shuffle=False):
+        x = pre(xb, train=False)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            logits = net(x).float()
+        total += loss_fn(logits, yb).item() * len(xb)
+        out.append(logits.cpu())
+    return total / max(len(batches), 1), torch.cat(out)
