@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from model.fileio import atomic_write
 
 
@@ -58,7 +60,7 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
     headers = list(headers or columns)
 
     def fmt(v) -> str:
-        if isinstance(v, float):
+        if isinstance(v, float | np.floating):
             return "" if v != v else f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
         return str(v)
 

@@ -1,17 +1,13 @@
 """Smoke tests of the benchmarks (bench/): each runs with tiny settings and prints its ratio
-lines. No timing is asserted. Also: the faster augmentation the benchmarks led to keeps
-kornia's distributions."""
+lines. No timing is asserted. (The faster augmentation the benchmarks led to, and that it
+keeps kornia's distributions: tests/data/test_augment.py.)"""
 
 import math
 import re
-from collections import Counter
 
-import kornia.augmentation as K
 import pytest
-import torch
 
 from bench import data_path, gpu_workers, memory, pruning, trial_overhead
-from data.augment import AugmentConfig, Augmenter, Dihedral, OnRows, build_augmenter
 
 RATIO = re.compile(r"^RATIO (.+): (\S+)x", re.M)
 
@@ -119,45 +115,3 @@ def test_gpu_bench_splits_a_trials_time_from_its_history(synthetic, tmp_path):
                               None, "settings")
     assert "Where a completed trial's time goes" in text and "| outside training |" in text
     assert "| each worker's first |" in text and "| later |" not in text
-
-
-# The faster augmentation (data.augment) the data-path benchmark led to.
-
-
-def _d4_element(out: torch.Tensor, base: torch.Tensor) -> int:
-    for f in (0, 1):
-        for k in range(4):
-            t = torch.rot90(base.flip(-1) if f else base, k, (-2, -1))
-            if torch.equal(out, t):
-                return 4 * f + k
-    return -1
-
-
-def test_dihedral_matches_kornias_flips_and_turns():
-    torch.manual_seed(0)
-    base = torch.arange(16.0).view(1, 1, 4, 4)
-    x = base.repeat(4000, 2, 1, 1)
-    ref = K.AugmentationSequential(K.RandomHorizontalFlip(), K.RandomVerticalFlip(),
-                                   K.RandomRotation90(times=(0, 3), p=0.5))
-    ours = Counter(_d4_element(o[:1], base[0]) for o in Dihedral(0.5)(x))
-    theirs = Counter(_d4_element(o[:1].round(), base[0]) for o in ref(x))
-    assert -1 not in ours and set(ours) == set(range(8))
-    for e in range(8):  # same distribution over the 8 flips/turns (4000 draws each)
-        assert abs(ours[e] - theirs[e]) / 4000 < 0.04, (e, ours, theirs)
-
-
-def test_ops_touch_only_drawn_rows_and_never_the_callers_batch():
-    torch.manual_seed(0)
-    x = torch.rand(64, 6, 8, 8)
-    before = x.clone()
-    out = OnRows(K.RandomGaussianBlur((3, 3), (1.0, 1.0), p=1.0), 0.5)(x.clone())
-    changed = (out != before).flatten(1).any(1)
-    assert 10 < int(changed.sum()) < 54  # about half the rows
-    aug = build_augmenter(AugmentConfig.from_strength(1.0, 1.0))
-    assert isinstance(aug, Augmenter)
-    y = aug(x)
-    assert torch.equal(x, before) and y.shape == x.shape
-    torch.manual_seed(1)
-    a = aug(x)
-    torch.manual_seed(1)
-    assert torch.equal(a, aug(x))  # seeded: a trial replays exactly

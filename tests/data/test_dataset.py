@@ -3,7 +3,6 @@ import pytest
 
 from data.dataset import format_summary, load_data, scan
 from data.errors import DataError
-from data.labels import load_labels, read_label_csv
 from tests.conftest import write_delivery
 
 
@@ -92,45 +91,6 @@ def test_unlabelled_images_are_left_out_with_a_warning(delivery, cache_dir):
     data = load_data(delivery, cache_dir=cache_dir)
     assert "X999" not in data.ids and len(data) == 12
     assert kinds(data.problems, "warning") == ["unlabelled"]
-
-
-def test_label_csv_variants(tmp_path):
-    p = tmp_path / "l.csv"
-    p.write_text("E1.npy;1_0\nE2;0_0\n")  # no header, semicolons, extensions
-    lf, problems = read_label_csv(p)
-    assert lf.kind == "multiclass" and lf.header is None and not problems
-    assert lf.labels == {"E1": (1, 0), "E2": (0, 0)}
-    p.write_text("name,defective\nA,1\nB,0\nC,2\nA,0\nB,0\n")
-    lf, problems = read_label_csv(p)
-    assert lf.kind == "binary"
-    msgs = {pr.kind: pr for pr in problems}
-    assert "row 4" in msgs["bad-label"].where and "'2'" in msgs["bad-label"].message
-    assert "row 5" in msgs["conflicting-duplicate"].where
-    assert msgs["duplicate"].level == "warning"
-
-
-def test_empty_and_header_only_csv(tmp_path):
-    (tmp_path / "a.csv").write_text("")
-    (tmp_path / "b.csv").write_text("ID,error\n")
-    for name in ("a.csv", "b.csv"):
-        lf, problems = read_label_csv(tmp_path / name)
-        assert lf is None and problems[0].kind == "empty-labels"
-
-
-def test_binary_and_multiclass_disagreement_is_reported(tmp_path):
-    (tmp_path / "m.csv").write_text("ID,label\nA,1_0\nB,0_0\nC,0_1\n")
-    (tmp_path / "b.csv").write_text("ID,error\nA,1\nB,1\nC,1\n")
-    labels, problems = load_labels([tmp_path / "m.csv", tmp_path / "b.csv"])
-    assert labels.kind == "multiclass" and labels.targets["B"] == (0, 0)
-    (disagree,) = [p for p in problems if p.kind == "labels-disagree"]
-    assert "B (0_0 vs 1)" in disagree.message
-
-
-def test_two_multiclass_csvs_are_ambiguous(tmp_path):
-    (tmp_path / "m1.csv").write_text("A,1_0\n")
-    (tmp_path / "m2.csv").write_text("A,1_0\n")
-    with pytest.raises(DataError, match="--labels"):
-        load_labels([tmp_path / "m1.csv", tmp_path / "m2.csv"])
 
 
 def test_stray_csv_is_skipped_when_found_not_when_given(delivery, cache_dir):

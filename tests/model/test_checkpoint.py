@@ -1,4 +1,5 @@
-"""The .pth format: make/save/load round trip, safety refusals, InspectionModel, predict."""
+"""The .pth format: make/save/load round trip and safety refusals (InspectionModel and
+predict themselves: tests/model/test_inference.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import model
 from model.checkpoint import FORMAT, FORMAT_VERSION
 from model.config import CHANNELS, CNNConfig
-from model.inference import InspectionModel, predict
-from model.metrics import GRADED, PROB_NAMES, ThresholdPolicy, probabilities
+from model.inference import InspectionModel
+from model.metrics import GRADED, PROB_NAMES, ThresholdPolicy
 
 CFG = CNNConfig(
     channels=("GRAY", "G", "NORMAL"),
@@ -110,63 +110,6 @@ def test_load_reproduces_outputs_exactly(saved):
         b_cls, b_def = loaded(x)
     assert a_cls.shape == (4, 3) and a_def.shape == (4,)
     assert torch.equal(a_cls, b_cls) and torch.equal(a_def, b_def)
-
-
-def test_model_equals_manual_preprocessing_on_310(saved):
-    path, _ = saved
-    m = model.load(path)
-    raw = _raw(3, size=310, seed=2)
-    idx = [CHANNELS.index(c) for c in CFG.channels]
-    # Written out independently of preprocess_raw: channels first, then NCHW.
-    x = torch.from_numpy(raw.numpy()[..., idx]).float().permute(0, 3, 1, 2)
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-    x = x.round().clamp(0, 255) / 255
-    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    with torch.no_grad():
-        assert torch.equal(m.preprocess(raw), x)
-        p = probabilities(m.net(x), "multilabel")
-        cls, defect = m(raw)
-    assert torch.equal(cls, p[:, :3]) and torch.equal(defect, p[:, 3])
-    # Float input in 0..255 is accepted and gives the same result.
-    with torch.no_grad():
-        assert torch.equal(m(raw.float())[0], cls)
-
-
-def test_no_resize_when_already_at_input_size(saved):
-    m = model.load(saved[0])
-    raw = _raw(2, size=32)
-    x = raw[..., [0, 2, 5]].permute(0, 3, 1, 2).float() / 255
-    expected = (x - m.mean) / m.std
-    assert torch.equal(m.preprocess(raw), expected)
-
-
-def test_predict(saved):
-    m = model.load(saved[0])
-    raw = _raw(7, size=48, seed=3)
-    probs = predict(m, raw.numpy(), batch_size=3)
-    assert probs.shape == (7, 4) and probs.dtype == np.float32
-    with torch.no_grad():
-        cls, defect = m(raw)
-    assert np.allclose(probs, torch.cat([cls, defect[:, None]], 1).numpy(), atol=1e-6)
-    m.train()
-    predict(m, raw[:2])
-    assert m.training  # the caller's mode is restored
-    with pytest.raises(ValueError, match="6"):
-        predict(m, raw[..., :3])
-
-
-def test_tta_is_invariant_to_flips_and_rotations(saved):
-    m = model.load(saved[0])
-    raw = _raw(3, size=40, seed=4)
-    base = predict(m, raw, tta=True)
-    for view in (
-        torch.flip(raw, dims=(2,)),
-        torch.flip(raw, dims=(1,)),
-        torch.rot90(raw, 1, dims=(1, 2)),
-    ):
-        assert np.allclose(predict(m, view, tta=True), base, atol=1e-6)
-    # ... while a plain prediction does change under a flip (so the test is not vacuous).
-    assert not np.allclose(predict(m, torch.flip(raw, dims=(2,))), predict(m, raw), atol=1e-6)
 
 
 def test_make_checkpoint_unwraps_inspection_model():

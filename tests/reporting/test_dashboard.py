@@ -2,7 +2,6 @@
 
 import json
 import urllib.request
-from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -19,11 +18,9 @@ from reporting.trial_report import (
     TrialReport,
     dashboard_hook,
     note_of,
-    trial_note,
-    worst_errors,
 )
 from search.session import make_objective, prepare, run
-from search.space import SearchSpace, trial_config
+from search.space import SearchSpace
 
 # straight to the local dashboard, whatever $http_proxy says
 fetch = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
@@ -99,28 +96,6 @@ def test_a_resumed_study_keeps_a_note_the_user_edited(tiny_study, synthetic):
                     sampler="random", pruner="none", cache_dir=tmp / "cache")
     dashboard_hook(again)
     assert again.resumed and note_of(again.study) == "my own words"
-
-
-def test_worst_errors_are_the_most_confident_mistakes():
-    y = np.array([1, 1, 1, 0, 0, 0, 1])
-    s = np.array([0.1, 0.4, 0.9, 0.8, 0.2, 0.95, 0.05])
-    fn, fp = worst_errors(y, s, threshold=0.5, n=2)
-    assert fn.tolist() == [6, 0]  # labelled defective, lowest probability first
-    assert fp.tolist() == [5, 3]  # labelled good, highest probability first
-    fn, fp = worst_errors(y, s, threshold=0.0, n=3)
-    assert fn.tolist() == [] and fp.tolist() == [5, 3, 4]
-
-
-def test_the_note_says_n_a_for_undefined_metrics(tiny_study):
-    session, _ = tiny_study
-    config = trial_config(session.study.best_trial, session.study.user_attrs["space"])
-    result = SimpleNamespace(  # what trial_note reads of a TrainResult
-        metrics={"graded_ap": 0.5, "defect_ap": 0.7, "print_error_ap": float("nan")},
-        thresholds={"defect": 0.4}, score=0.5, params=1000, macs=2e6, best_epoch=1,
-        epochs_run=2, seconds=3.0, stop_reason="completed 2 epochs", config=config)
-    note = trial_note(7, result)
-    assert note.startswith("## Trial 7: graded_ap 0.5000")
-    assert "| print error | n/a |" in note and "| defect (any) | 0.700 |" in note
 
 
 def test_a_figure_that_fails_costs_neither_the_trial_nor_the_others(tiny_study, tmp_path,

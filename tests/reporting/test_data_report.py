@@ -10,7 +10,6 @@ import pytest
 from analyze_data import main
 from data import load_data
 from reporting.data_report import analyze
-from reporting.tables import staged_output
 
 PNGS = ("class_balance.png", "histograms.png", "mean_images.png", "mean_difference.png",
         "separability.png", "samples_0_0.png", "samples_0_1.png", "samples_1_0.png",
@@ -91,11 +90,3 @@ def test_cli_writes_the_report_and_refuses_bad_input(delivery, tmp_path, capsys)
     assert main([*args, "--folds", "1"]) == 2
     assert main([*args, "--folds", "6"]) == 2  # 3 erasers per class cannot fill 6 folds
     assert "fewer --folds" in capsys.readouterr().err
-
-
-def test_staged_output_leaves_nothing_on_failure(tmp_path):
-    out = tmp_path / "out"
-    with pytest.raises(RuntimeError), staged_output(out) as stage:
-        (stage / "half.csv").write_text("x")
-        raise RuntimeError("boom")
-    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -21,7 +21,6 @@ import pytest
 from matplotlib.figure import Figure
 
 from reporting.notebook import show_dashboard, study_figures, synthetic_set
-from reporting.progress import StudyProgress
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
@@ -151,49 +150,6 @@ def assert_closed(port: int, wait: float = 15.0) -> None:
 
 
 # --- reporting.notebook ----------------------------------------------------------------------
-
-class FakeBar:
-    def __init__(self, total=None, initial=0, desc="", **kw):
-        self.total, self.n, self.desc, self.closed, self.lines = total, initial, desc, False, []
-
-    def update(self, k):
-        self.n += k
-
-    def set_postfix(self, *a, **kw):
-        pass
-
-    def refresh(self):
-        pass
-
-    def write(self, line):
-        self.lines.append(line)
-
-    def close(self):
-        self.closed = True
-
-
-def test_study_progress_counts_epochs_and_trials():
-    study = optuna.create_study(direction="maximize")
-    bars: list[FakeBar] = []
-
-    def bar(**kw):
-        bars.append(FakeBar(**kw))
-        return bars[-1]
-
-    report = SimpleNamespace(epochs=3, train_loss=0.5, score=0.6, best_score=0.7)
-    with StudyProgress(study, n_trials=2, bar=bar) as progress:
-        for number in (0, 1):
-            trial = study.ask()
-            progress.on_epoch(number, report)
-            progress.on_epoch(number, report)
-            study.tell(trial, 0.5 + number / 10)
-            progress.on_trial(study, study.trials[-1])
-    study_bar, first, second = bars
-    assert (first.desc, first.n, first.closed) == ("trial 0", 2, True)
-    assert second.desc == "trial 1" and second.closed
-    assert study_bar.n == 2 and study_bar.closed
-    assert study_bar.lines == ["trial   0 COMPLETE 0.5000", "trial   1 COMPLETE 0.6000"]
-
 
 def test_synthetic_set_is_made_once(tmp_path):
     folder = synthetic_set(tmp_path / "demo", n=6, seed=0, size=32)

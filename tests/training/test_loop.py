@@ -1,5 +1,3 @@
-import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -65,37 +63,6 @@ def test_early_stopping(data32):
 def test_non_finite_loss_stops_with_a_reason(data32):
     with pytest.raises(NonFiniteLossError, match="lower the learning rate"):
         run(data32, epochs=2, lr=1e12, grad_clip=0.0, optimizer="sgd")
-
-
-def test_balanced_sampling_and_weighting_are_exclusive():
-    with pytest.raises(ValueError, match="exclusive"):
-        TrainConfig(sampling="balanced", pos_weight_factor=1.0)
-    TrainConfig(sampling="balanced", pos_weight_factor=0.0, class_weight_power=0.0)
-
-
-def test_run_config_json_round_trip(tmp_path):
-    cfg = RunConfig(TINY, TrainConfig(epochs=3, loss="focal"), AugmentConfig.from_strength(1, 0))
-    again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
-    assert again == cfg
-    with pytest.raises(ValueError, match="unknown train key"):
-        RunConfig.from_dict({"train": {"epochz": 3}})
-
-
-def test_run_files_round_trip_with_overrides_and_name_themselves_when_bad(tmp_path):
-    from training.config import RunFileError, load_config, save_config
-
-    cfg = RunConfig(TINY, TrainConfig(epochs=3, loss="focal"), AugmentConfig.from_strength(1, 0))
-    path = save_config(cfg, tmp_path / "run.json")
-    assert load_config(path) == cfg
-    assert load_config(path, epochs=7, seed=3).train == replace(cfg.train, epochs=7, seed=3)
-    for text, why in (("{", "cannot read"), ("[]", "not a valid"),
-                      ('{"augment": {"flipz": 1}}', "unknown augment key")):
-        path.write_text(text)
-        with pytest.raises(RunFileError, match=why) as exc:
-            load_config(path, epochs=2)
-        assert "run.json" in str(exc.value)
-    with pytest.raises(RunFileError, match="cannot read"):
-        load_config(tmp_path / "missing.json")
 
 
 def test_checkpoint_of_a_result_reproduces_its_validation_probs(data32, synthetic_set):
