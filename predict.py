@@ -124,12 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note    TTA raised the validation graded AP from {tta['graded_ap']:.4f} to "
               f"{tta['graded_ap_tta']:.4f}; try --tta")
     if data.targets is not None:
-        metrics = score(net, probs, data.targets)
-        print(f"\n{'class':16s} {'AUC-PR':>7s} {'F1':>7s}   (thresholds from the model)")
-        for name, ap, f1 in graded_table(metrics):
-            print(f"{name:16s} {ap:7.4f} {f1:7.4f}")
-        print(f"{'mean (graded)':16s} {metrics['graded_ap']:7.4f} {metrics['graded_f1']:7.4f}")
+        print_scores(score(net, probs, data.targets), val=meta.get("val_metrics", {}),
+                     test=meta.get("test_metrics") or {})
     return 0
+
+
+def print_scores(metrics: dict, *, val: dict, test: dict) -> None:
+    """These erasers' AUC-PR and F1 per class, next to the model's validation and test ones."""
+    nan = float("nan")
+    stored = [("validation", val)] + ([("test", test)] if test else [])
+    head = "".join(f" {what + ' AUC-PR/F1':>22s}" for what, _ in stored)
+    print(f"\n{'class':16s} {'AUC-PR':>7s} {'F1':>7s}{head}   (thresholds from the model)")
+    for name, ap, f1 in graded_table(metrics):
+        others = "".join(f" {d.get(f'{name}_ap', nan):14.4f}/{d.get(f'{name}_f1', nan):.4f}"
+                         for _, d in stored)
+        print(f"{name:16s} {ap:7.4f} {f1:7.4f}{others}")
+    others = "".join(f" {d.get('graded_ap', nan):14.4f}/{d.get('graded_f1', nan):.4f}"
+                     for _, d in stored)
+    print(f"{'mean (graded)':16s} {metrics['graded_ap']:7.4f} {metrics['graded_f1']:7.4f}{others}")
 
 
 if __name__ == "__main__":

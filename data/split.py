@@ -26,12 +26,18 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    """Validation ids per fold; fold ``f``'s training set is every other fold."""
+    """Validation ids per fold; fold ``f``'s training set is every other fold.
+
+    ``test`` holds the erasers set aside before the folds were dealt: no fold, no training
+    run, no threshold and no epoch choice ever sees them, so they give an unbiased score of
+    the model a study finally ships.
+    """
 
     folds: tuple[tuple[str, ...], ...]
     seed: int
     group_regex: str | None = None
     stratified_on: str = "X_Y"
+    test: tuple[str, ...] = ()
 
     @property
     def k(self) -> int:
@@ -43,14 +49,20 @@ class Split:
     def train_ids(self, fold: int = 0) -> list[str]:
         return sorted(k for i, f in enumerate(self.folds) if i != fold for k in f)
 
+    def test_ids(self) -> list[str]:
+        return list(self.test)
+
     @property
     def hash(self) -> str:
-        payload = json.dumps([sorted(f) for f in self.folds]).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        parts = [sorted(f) for f in self.folds]
+        # A split without a test part hashes as before test parts existed (older studies).
+        payload = json.dumps([*parts, {"test": sorted(self.test)}] if self.test else parts)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["folds"] = [list(f) for f in self.folds]
+        d["test"] = list(self.test)
         d["hash"] = self.hash
         return d
 
@@ -58,7 +70,8 @@ class Split:
     def from_dict(cls, d: dict) -> Split:
         split = cls(folds=tuple(tuple(f) for f in d["folds"]), seed=int(d["seed"]),
                     group_regex=d.get("group_regex"),
-                    stratified_on=d.get("stratified_on", "X_Y"))
+                    stratified_on=d.get("stratified_on", "X_Y"),
+                    test=tuple(d.get("test", ())))
         if "hash" in d and d["hash"] != split.hash:
             raise SplitError("the saved split's hash does not match its folds; it was edited.")
         return split
@@ -100,21 +113,44 @@ def k_for_fraction(val_fraction: float) -> int:
 
 
 def make_split(ids: list[str], classes: list[str], *, k: int = 5, seed: int = 0,
-               group_regex: str | None = None) -> Split:
-    """Deal ``ids`` into ``k`` folds stratified on ``classes`` (the ``X_Y`` codes).
+               group_regex: str | None = None, test_fraction: float = 0.0) -> Split:
+    """Deal ``ids`` into ``k`` folds stratified on ``classes`` (the ``X_Y`` codes), after
+    setting ``test_fraction`` of them aside as a test part (stratified the same way).
 
     Classes too rare to appear in every fold are still spread as evenly as possible
     (scikit-learn warns, we don't); with a ``group_regex`` erasers of one pack never straddle
-    folds.
+    folds, nor the test part and the folds.
     """
     if len(ids) != len(classes):
         raise ValueError("ids and classes differ in length")
-    if len(ids) < k:
-        raise SplitError(f"{len(ids)} erasers cannot be split into {k} folds; label more "
-                         "erasers or use a larger validation fraction.")
+    if not 0.0 <= test_fraction < 0.5:
+        raise SplitError(f"test fraction {test_fraction} must be at least 0 and below 0.5.")
     order = np.argsort(ids)  # independent of the order the caller happens to pass
     ids = [ids[i] for i in order]
     y = np.array([classes[i] for i in order])
+    test: tuple[str, ...] = ()
+    if test_fraction > 0:
+        n_parts = max(2, round(1.0 / test_fraction))
+        if len(ids) < n_parts * k:
+            raise SplitError(f"{len(ids)} erasers are too few to set {test_fraction:.0%} aside "
+                             f"for testing and still make {k} folds; use --test-fraction 0 or "
+                             "label more erasers.")
+        held, _ = _deal(ids, y, n_parts, seed, group_regex)
+        test = held[0]
+        kept_set = set(test)
+        keep = np.array([i not in kept_set for i in ids])
+        ids, y = [i for i, kept in zip(ids, keep, strict=True) if kept], y[keep]
+    if len(ids) < k:
+        raise SplitError(f"{len(ids)} erasers cannot be split into {k} folds; label more "
+                         "erasers or use a larger validation fraction.")
+    folds, stratified_on = _deal(ids, y, k, seed, group_regex)
+    return Split(folds=folds, seed=seed, group_regex=group_regex, stratified_on=stratified_on,
+                 test=test)
+
+
+def _deal(ids: list[str], y: np.ndarray, k: int, seed: int, group_regex: str | None
+          ) -> tuple[tuple[tuple[str, ...], ...], str]:
+    """``k`` folds of sorted ``ids``, stratified on ``y`` (and grouped by pack)."""
     x = np.zeros(len(ids))
     stratified_on = "X_Y"
     if max(Counter(y.tolist()).values()) == len(y):
@@ -125,7 +161,7 @@ def make_split(ids: list[str], classes: list[str], *, k: int = 5, seed: int = 0,
             groups = groups_from_regex(ids, group_regex)
             if len(set(groups)) < k:
                 raise SplitError(f"--group-regex {group_regex!r} finds {len(set(groups))} "
-                                 f"pack(s), fewer than the {k} folds needed.")
+                                 f"pack(s), fewer than the {k} parts needed.")
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             parts = splitter.split(x, y, groups)
         elif stratified_on == "X_Y":
@@ -133,4 +169,4 @@ def make_split(ids: list[str], classes: list[str], *, k: int = 5, seed: int = 0,
         else:
             parts = KFold(n_splits=k, shuffle=True, random_state=seed).split(x)
         folds = tuple(tuple(sorted(ids[i] for i in val)) for _, val in parts)
-    return Split(folds=folds, seed=seed, group_regex=group_regex, stratified_on=stratified_on)
+    return folds, stratified_on

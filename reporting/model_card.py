@@ -91,22 +91,32 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
         lines += ["", "| hyperparameter | value |", "|---|---|"]
         lines += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(params.items())]
 
-    lines += ["", "## Validation metrics", ""]
+    test = ckpt.get("test_metrics")
+    lines += ["", "## Validation and test metrics" if test else "## Validation metrics", ""]
     if val:
+        nan = float("nan")
         lines += ["One-vs-all, as graded (AUC-PR, and F1 at the stored thresholds):", "",
-                  "| class | AUC-PR | F1 | precision | recall | threshold |",
-                  "|---|---|---|---|---|---|"]
+                  "| class | AUC-PR | F1 | precision | recall | threshold |"
+                  + (" test AUC-PR | test F1 |" if test else ""),
+                  "|---|---|---|---|---|---|" + ("---|---|" if test else "")]
         for name in ROWS:
             lines.append(f"| {name} | " + " | ".join(
-                _fmt(val.get(f"{name}_{k}", float("nan")))
-                for k in ("ap", "f1", "precision", "recall"))
-                + f" | {_fmt(thresholds.get(name, float('nan')))} |")
-        lines.append(f"| **mean (graded)** | {_fmt(val.get('graded_ap', float('nan')))} | "
-                     f"{_fmt(val.get('graded_f1', float('nan')))} | | | |")
-        lines += ["", "These are measured on the validation split that also chose the trial, "
-                  "its best epoch and these thresholds: optimistic for new erasers. Score "
-                  f"labelled erasers the study never saw (`python predict.py {pth.name} "
-                  "HELD_OUT/`) for an unbiased figure."]
+                _fmt(val.get(f"{name}_{k}", nan)) for k in ("ap", "f1", "precision", "recall"))
+                + f" | {_fmt(thresholds.get(name, nan))} |"
+                + (f" {_fmt(test.get(f'{name}_ap', nan))} | {_fmt(test.get(f'{name}_f1', nan))} |"
+                   if test else ""))
+        lines.append(f"| **mean (graded)** | {_fmt(val.get('graded_ap', nan))} | "
+                     f"{_fmt(val.get('graded_f1', nan))} | | | |"
+                     + (f" {_fmt(test.get('graded_ap', nan))} | {_fmt(test.get('graded_f1', nan))}"
+                        " |" if test else ""))
+        lines += ["", "The validation figures come from the split that also chose the trial, "
+                  "its best epoch and these thresholds: optimistic for new erasers."]
+        lines += [f"The test figures come from {test['n']} erasers set aside before the split "
+                  "that no trial, epoch or threshold choice ever saw, scored once at export: "
+                  "an unbiased estimate for new erasers." if test else "Score labelled "
+                  "erasers the study never saw (`python predict.py "
+                  f"{pth.name} HELD_OUT/`) for an unbiased figure, or let the study set a test "
+                  "split aside (`run_study.py --test-fraction`)."]
     else:
         lines.append("None recorded.")
 

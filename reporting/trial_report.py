@@ -64,7 +64,9 @@ class TrialReport:
                                            title=f"trial {trial.number}"):
                     upload_artifact(artifact_store=self.artifact_store, file_path=str(path),
                                     study_or_trial=trial, mimetype="image/png")
-        save_note(trial, trial_note(trial.number, result))
+        save_note(trial, trial_note(trial.number, result,
+                                    portfolio=trial.user_attrs.get("portfolio"),
+                                    found=trial.user_attrs.get("portfolio_found")))
 
 
 def render_figures(result: TrainResult, data: EraserSet, out_dir: str | Path, *,
@@ -129,27 +131,33 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def trial_note(number: int, result: TrainResult) -> str:
-    """The markdown note of one finished trial."""
+def trial_note(number: int, result: TrainResult, *, portfolio: str | None = None,
+               found: str | None = None) -> str:
+    """The markdown note of one finished trial (``portfolio``: the proven starting point it
+    replays, and how that was ``found``)."""
     m = result.metrics
     tc = result.config.train
     metric = tc.metric
     policy = ("max F1" if tc.threshold == "max_f1"
               else f"recall >= {tc.min_recall:g}")
-    rows = [f"| {LABELS[name]} | {_fmt(m.get(f'{name}_ap'))} | {_fmt(m.get(f'{name}_f1'))} | "
+    rows = [f"| {LABELS[name]} | {_fmt(m.get(f'{name}_ap'))} | {_fmt(m.get(f'{name}_auroc'))} | "
+            f"{_fmt(m.get(f'{name}_f1'))} | "
             f"{_fmt(m.get(f'{name}_precision'))} | {_fmt(m.get(f'{name}_recall'))} | "
             f"{_fmt(result.thresholds.get(name), 2)} |"
             for name in (*GRADED, "defect")]
+    start = ([f"**Proven starting point `{portfolio}`** (search/portfolio.json): {found}.", ""]
+             if portfolio else [])
     return "\n".join([
         f"## Trial {number}: {metric} {_fmt(result.score, 4)}",
         "",
+        *start,
         f"`{describe(result.config.model)}`",
         "",
         f"**{result.params:,} parameters**, {result.macs / 1e6:.1f} M MACs per eraser; "
         f"{tc.optimizer} lr {tc.lr:.2g}, batch {tc.batch_size}, loss {tc.loss}.",
         "",
-        "| validation | AUC-PR | F1 | precision | recall | threshold |",
-        "|---|---|---|---|---|---|",
+        "| validation | AUC-PR | AUROC | F1 | precision | recall | threshold |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"Thresholds chosen on validation ({policy}); graded = mean of the first three rows: "

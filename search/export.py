@@ -129,7 +129,8 @@ def study_data(study: optuna.Study, data_path: str | Path | None = None,
                          f"{study.study_name!r} was run on (hash mismatch).")
     s = attrs["split"]
     split = make_split(data.ids, data.codes, k=s["k"], seed=s["seed"],
-                       group_regex=s.get("group_regex"))
+                       group_regex=s.get("group_regex"),
+                       test_fraction=s.get("test_fraction", 0.0))
     if split.hash != attrs.get("split_hash"):
         raise StudyError("the re-derived split does not match the study's split hash.")
     return data, split
@@ -160,6 +161,37 @@ def validation_targets(data: EraserSet, ids: list[str]) -> np.ndarray:
     """``(n, 2)`` [print, physical] targets of ``ids``, in that order."""
     row = {k: i for i, k in enumerate(data.ids)}
     return data.targets[np.array([row[k] for k in ids], dtype=np.int64)]
+
+
+def test_metrics(net: model_lib.InspectionModel, data: EraserSet, split: Split
+                 ) -> dict[str, float] | None:
+    """``net``'s metrics on the split's test erasers at its shipped thresholds (``n`` = how
+    many); None when the study set none aside."""
+    ids = split.test_ids()
+    if not ids:
+        return None
+    probs = predict_set(net, data, ids)
+    metrics = model_lib.evaluate(probs, validation_targets(data, ids), thresholds=net.thresholds)
+    return {"n": len(ids), **{k: v for k, v in metrics.items() if math.isfinite(v)}}
+
+
+def best_test_metrics(study: optuna.Study, data: EraserSet, split: Split, artifact_dir: Path
+                      ) -> tuple[dict[str, float], int, dict[str, float]] | None:
+    """The best trial's test metrics (:func:`test_metrics`), its number, and each class's
+    share of the test erasers (what a guessing model's AUC-PR would be); None without a
+    test split or a completed trial with weights."""
+    try:
+        trial = select_trial(study)
+        net = model_lib.model_from_checkpoint(fetch_checkpoint(trial, artifact_dir),
+                                              f"trial {trial.number}")
+    except (StudyError, model_lib.CheckpointError):
+        return None
+    metrics = test_metrics(net, data, split)
+    if metrics is None:
+        return None
+    truth = model_lib.targets_to_truth(validation_targets(data, split.test_ids()))
+    prevalence = {n: float(truth[:, i].mean()) for i, n in enumerate(model_lib.PROB_NAMES)}
+    return metrics, trial.number, prevalence
 
 
 def apply_policy(ckpt: dict, probs: np.ndarray, targets: np.ndarray,
@@ -304,9 +336,17 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, opts: Exp
         net = _stage(ckpt, staged)
         samples = None
         if opts.verify:
-            ckpt, samples = _verified(ckpt, net, study, trial, metric, opts, say,
-                                      on_refit_epoch)
+            ckpt, samples, data, split = _verified(ckpt, net, study, trial, metric, opts, say,
+                                                   on_refit_epoch)
             net = _stage(ckpt, staged)  # again, with what was added since
+            test = test_metrics(net, data, split)  # once, on the model that ships
+            if test is not None:
+                ckpt["test_metrics"] = test
+                net = _stage(ckpt, staged)
+                say("test", f"{test['n']} erasers the study never used: graded AUC-PR "
+                    f"{test.get('graded_ap', math.nan):.4f}, defect AUC-PR "
+                    f"{test.get('defect_ap', math.nan):.4f}, graded F1 "
+                    f"{test.get('graded_f1', math.nan):.4f} at the shipped thresholds")
         files = [staged]
         checks: list[model_lib.OnnxCheck] = []
         if opts.onnx:
@@ -332,7 +372,7 @@ def _stage(ckpt: dict, path: Path) -> model_lib.InspectionModel:
 def _verified(ckpt: dict, net: model_lib.InspectionModel, study: optuna.Study,
               trial: optuna.trial.FrozenTrial, metric: str, opts: ExportOptions, say: Say,
               on_refit_epoch: Callable[[EpochReport], None] | None
-              ) -> tuple[dict, np.ndarray | None]:
+              ) -> tuple[dict, np.ndarray | None, EraserSet, Split]:
     """Re-score the staged model on the study's validation split, then the steps that need
     those predictions: thresholds, TTA, refit, ONNX samples."""
     try:
@@ -379,7 +419,7 @@ def _verified(ckpt: dict, net: model_lib.InspectionModel, study: optuna.Study,
         ckpt = refit_checkpoint(result, ckpt, n)
     samples = (data.images(None, val_ids[:ONNX_SAMPLES]).transpose(0, 2, 3, 1)
                if opts.onnx else None)
-    return ckpt, samples
+    return ckpt, samples, data, split
 
 
 def _onnx(net: model_lib.InspectionModel, path: Path, samples: np.ndarray | None,

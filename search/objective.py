@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from data.pipeline import TrainData
 from model import describe, save_checkpoint
 from search.space import SearchSpace, suggest_config
 from training.device import describe_device
-from training.loop import EpochReport, NonFiniteLossError, TrainResult, train
+from training.loop import EpochReport, NonFiniteLossError, StopTraining, TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Objective:
                  device: str | torch.device = "cpu",
                  artifact_store: optuna.artifacts.FileSystemArtifactStore | None = None,
                  flagged: Sequence[str] = (), on_epoch: EpochHook | None = None,
-                 on_result: Sequence[TrialHook] = ()):
+                 on_result: Sequence[TrialHook] = (), deadline: float | None = None):
         self.data = data
         self.split = split
         self.space = space
@@ -57,6 +58,7 @@ class Objective:
         self.flagged = tuple(flagged)
         self.on_epoch = on_epoch
         self.on_result = list(on_result)
+        self.deadline = deadline  # time.monotonic() after which a running trial ends early
         self.data_hash = data.data_hash
         self._train_data: dict[int, TrainData] = {}
 
@@ -74,15 +76,19 @@ class Objective:
         metric = config.train.metric
 
         def report(r: EpochReport) -> None:
-            # An undefined score (a class absent from validation) counts as the worst.
-            trial.report(r.score if math.isfinite(r.score) else 0.0, r.epoch)
+            # The pruner sees the best score so far, not the epoch's: on a validation split of
+            # a few hundred noisy labels single epochs jump, and the run keeps its best epoch
+            # anyway. An undefined score (a class absent from validation) counts as the worst.
+            trial.report(r.best_score if math.isfinite(r.best_score) else 0.0, r.epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, r)
             if trial.should_prune():
-                reason = f"pruned at epoch {r.epoch}: {metric} {r.score:.4f}"
+                reason = f"pruned at epoch {r.epoch}: best {metric} {r.best_score:.4f}"
                 trial.set_user_attr("stop_reason", reason)
                 trial.set_user_attr("epochs_run", r.epoch)
                 raise optuna.TrialPruned(reason)
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise StopTraining(f"the study's budget ran out at epoch {r.epoch}")
 
         failure = None
         try:

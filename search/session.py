@@ -23,6 +23,8 @@ from data.dataset import USE_DEFAULT_CACHE
 from data.labels import BINARY
 from data.noise import flagged_hash
 from search.objective import Objective, TrialFailed
+from search.plan import Plan
+from search.portfolio import enqueue_portfolio
 from search.space import SearchSpace
 from search.study import (
     GracefulStop,
@@ -41,6 +43,10 @@ from training.loop import EpochReport, TrainResult
 
 log = logging.getLogger(__name__)
 
+TEST_FRACTION = 0.15
+MIN_FOR_TEST = 500
+Planner = Callable[[int, int, str], Plan]  # (n_train, n_val, label kind) -> plan
+
 
 @dataclass
 class Session:
@@ -55,6 +61,7 @@ class Session:
     resumed: bool
     notes: list[str] = field(default_factory=list)
     flagged: tuple[str, ...] = ()  # suspected mislabels whose loss weight the trials set
+    plan: Plan | None = None  # how a new study's space was chosen (None: given, or resumed)
 
     @property
     def artifact_store(self) -> FileSystemArtifactStore:
@@ -74,7 +81,8 @@ def _short(path: Path) -> str:
 
 
 def study_attrs(data: EraserSet, split: Split, space: SearchSpace, data_path: str | Path,
-                labels: Sequence[str | Path] | None, flagged: Sequence[str] = ()) -> dict:
+                labels: Sequence[str | Path] | None, flagged: Sequence[str] = (),
+                test_fraction: float = 0.0) -> dict:
     """What a study remembers about how it was made (shown in the dashboard, checked on
     resume, used by export). ``flagged``: suspected mislabels (``--flagged``), bound by hash."""
     return {
@@ -84,7 +92,8 @@ def study_attrs(data: EraserSet, split: Split, space: SearchSpace, data_path: st
         "split_hash": split.hash,
         "split": {"k": split.k, "fold": 0, "seed": split.seed,
                   "group_regex": split.group_regex, "n_val": len(split.val_ids()),
-                  "n_train": len(split.train_ids())},
+                  "n_train": len(split.train_ids()), "n_test": len(split.test),
+                  "test_fraction": test_fraction},
         "data": data.summary(),
         "data_path": str(Path(data_path).resolve()),
         "labels": [str(Path(p).resolve()) for p in labels] if labels else None,
@@ -93,36 +102,58 @@ def study_attrs(data: EraserSet, split: Split, space: SearchSpace, data_path: st
 
 
 def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *,
-            study_name: str, storage_url: str, space: SearchSpace,
+            study_name: str, storage_url: str, space: SearchSpace | Planner,
             sampler: str = "tpe", pruner: str = "hyperband", seed: int = 0,
-            val_fraction: float = 0.2, group_regex: str | None = None,
-            artifact_dir: str | Path | None = None,
+            val_fraction: float = 0.2, test_fraction: float | None = 0.0,
+            group_regex: str | None = None, artifact_dir: str | Path | None = None,
             cache_dir: str | Path | None = USE_DEFAULT_CACHE, heartbeat: int = 30,
             worker_index: int = 0, progress: Progress | None = None,
-            flagged: Sequence[str] = (), dry_run: bool = False) -> Session:
+            flagged: Sequence[str] = (), dry_run: bool = False,
+            portfolio: bool = False) -> Session:
     """Validate the data, split it, open the storage and create or resume the study.
 
-    ``flagged``: ids of suspected mislabels (``label_issues.py``) whose loss weight the
-    trials use; the list is part of what the study is bound to. ``dry_run`` checks all of
-    that against the storage but writes nothing to it: a study that does not exist yet is
-    made in memory only.
+    ``space`` is the search space, or a planner that chooses it for a new study from the
+    split's sizes (``search.plan``; a resumed study keeps the space it was created with and
+    the planner is not called). ``test_fraction``: share of erasers set aside before the
+    split for an unbiased test score (None: :func:`auto_test_fraction`). ``portfolio``
+    queues the proven starting configurations (``search.portfolio``) as a new study's first
+    trials. ``flagged``: ids of suspected mislabels (``label_issues.py``) whose loss weight
+    the trials use; the list is part of what the study is bound to. ``dry_run`` checks all
+    of that against the storage but writes nothing to it: a study that does not exist yet
+    is made in memory only.
     Raises ``DataError``, ``SplitError`` or ``StudyError`` with a user-facing message.
     """
     data = load_data(data_path, labels, cache_dir=cache_dir, progress=progress)
     notes: list[str] = []
     flagged = _known_flagged(flagged, data, notes)
+    if test_fraction is None:
+        test_fraction = auto_test_fraction(len(data))
+    split = make_split(data.ids, data.codes, k=k_for_fraction(val_fraction), seed=seed,
+                       group_regex=group_regex, test_fraction=test_fraction)
+    if split.test:
+        notes.append(f"{len(split.test)} erasers ({test_fraction:.0%}) set aside as the test "
+                     "split: no trial, threshold or epoch choice sees them; export_best.py "
+                     "scores the exported model on them once")
+    storage = _storage(storage_url, study_name, heartbeat, dry_run)
+    plan = None
+    if not isinstance(space, SearchSpace):  # a planner: only a new study needs one
+        if study_name in study_names(storage):
+            space = SearchSpace.from_dict(
+                optuna.load_study(study_name=study_name, storage=storage).user_attrs["space"])
+        else:
+            plan = space(len(split.train_ids()), len(split.val_ids()), data.label_kind)
+            space = plan.space
     if data.label_kind == BINARY and (space.tasks != ("binary",) or space.metric != "defect_ap"):
         space = SearchSpace.from_dict({**space.to_dict(), "tasks": ("binary",),
                                        "metric": "defect_ap"})
         notes.append("only binary labels: searching the binary head on defect AUC-PR")
-    split = make_split(data.ids, data.codes, k=k_for_fraction(val_fraction), seed=seed,
-                       group_regex=group_regex)
-    storage = _storage(storage_url, study_name, heartbeat, dry_run)
+    attrs = study_attrs(data, split, space, data_path, labels, flagged, test_fraction)
+    if plan is not None:
+        attrs["plan"] = plan.to_dict()
     # Each worker gets its own sampler seed: identical seeds would propose identical trials.
     study, resumed = create_or_resume(
         study_name, storage, sampler=make_sampler(sampler, seed + worker_index),
-        pruner=make_pruner(pruner, space.epochs),
-        attrs=study_attrs(data, split, space, data_path, labels, flagged))
+        pruner=make_pruner(pruner, space.epochs), attrs=attrs)
     if resumed and study.user_attrs.get("flagged_hash") != flagged_hash(flagged):
         raise StudyError(
             f"study {study_name!r} was run with {study.user_attrs.get('n_flagged', 0)} flagged "
@@ -143,12 +174,23 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     art_dir = Path(artifact_dir) if artifact_dir else artifact_dir_for(storage_url)
     session = Session(study=study, data=data, split=split, space=space,
                       storage_url=storage_url, artifact_dir=art_dir.resolve(),
-                      resumed=resumed, notes=notes, flagged=flagged)
+                      resumed=resumed, notes=notes, flagged=flagged, plan=plan)
     if dry_run:
         return session
     if not resumed:
         _save_split(session)
+        if portfolio:
+            queued = enqueue_portfolio(study, space)
+            if queued:
+                notes.append(f"the first {len(queued)} trials are proven starting points "
+                             f"({', '.join(queued)}); the sampler takes over after them")
     return session
+
+
+def auto_test_fraction(n_erasers: int) -> float:
+    """The test split's default share: :data:`TEST_FRACTION` from :data:`MIN_FOR_TEST`
+    erasers, none below (the validation split needs them more)."""
+    return TEST_FRACTION if n_erasers >= MIN_FOR_TEST else 0.0
 
 
 def _storage(url: str, study_name: str, heartbeat: int,
@@ -199,12 +241,14 @@ def _save_split(session: Session) -> None:
 def make_objective(session: Session, device: torch.device, *,
                    on_epoch: Callable[[int, EpochReport], None] | None = None,
                    on_result: Sequence[Callable[[optuna.Trial, TrainResult], None]] = (),
-                   flagged: Sequence[str] = ()) -> Objective:
+                   flagged: Sequence[str] = (), deadline: float | None = None) -> Objective:
     """The study's objective; ``on_result`` hooks run after each finished trial is recorded
-    (the dashboard's notes and figures: ``reporting.trial_report.dashboard_hook``)."""
+    (the dashboard's notes and figures: ``reporting.trial_report.dashboard_hook``). A trial
+    still running at ``deadline`` (``time.monotonic()``) ends after its epoch, keeping its
+    best epoch."""
     return Objective(session.data, session.split, session.space, device=device,
                      artifact_store=session.artifact_store, flagged=flagged or session.flagged,
-                     on_epoch=on_epoch, on_result=on_result)
+                     on_epoch=on_epoch, on_result=on_result, deadline=deadline)
 
 
 def run(session: Session, objective: Objective, *, n_trials: int,

@@ -19,6 +19,8 @@ from model.channels import CHANNEL_SETS
 from training.config import RunConfig, TrainConfig
 
 ACTIVATIONS = ("relu", "silu", "gelu", "leaky_relu", "mish")
+DEFAULT_CHANNEL_SETS = ("gray_normal", "gray_w_normal", "all")
+ADDED_LATER = {"flips": True}  # parameter -> the value trials had before it was searched
 MIN_FEATURE_MAP = 2  # never pool below 2x2 before the head
 MAX_WIDTH = 512
 
@@ -32,7 +34,9 @@ class SearchSpace:
     base_widths: tuple[int, ...] = (16, 24, 32, 48)
     batch_sizes: tuple[int, ...] = (32, 64, 128)
     tasks: tuple[str, ...] = ("multilabel", "multiclass")
-    channel_sets: tuple[str, ...] = tuple(CHANNEL_SETS)
+    # Every default set sees relief (NORMAL: physical defects) and ink (print defects); a
+    # set without NORMAL is blind to physical defects and stays available on request only.
+    channel_sets: tuple[str, ...] = DEFAULT_CHANNEL_SETS
     epochs: int = 30
     patience: int = 8
     metric: str = "graded_ap"
@@ -130,7 +134,9 @@ def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunC
     )
     augment = AugmentConfig.from_strength(
         trial.suggest_float("aug_geometric", 0.0, 1.0),
-        trial.suggest_float("aug_photometric", 0.0, 1.0))
+        trial.suggest_float("aug_photometric", 0.0, 1.0),
+        # mirrored logos never come off the line, and at small budgets they cost print AP
+        flips=trial.suggest_categorical("flips", [False, True]))
     return RunConfig(model=model, train=train, augment=augment)
 
 
@@ -144,8 +150,10 @@ def trial_config(trial: FrozenTrial, space: SearchSpace | dict) -> RunConfig:
         return RunConfig.from_dict(stored)
     if isinstance(space, dict):
         space = SearchSpace.from_dict(space)
+    # Parameters added to the space later, with the value studies recorded before had.
+    params = {**ADDED_LATER, **trial.params}
     try:
-        return suggest_config(FixedTrial(trial.params), space)
+        return suggest_config(FixedTrial(params), space)
     except (KeyError, ValueError) as exc:
         raise ValueError(f"trial {trial.number}'s parameters do not replay in this version's "
                          f"search space ({exc})") from None

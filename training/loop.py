@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -41,6 +41,11 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run cannot continue."""
 
 
+class StopTraining(Exception):
+    """Raised by a callback to end the run after this epoch, keeping its best epoch (a
+    study's budget running out, say); its message becomes the run's ``stop_reason``."""
+
+
 @dataclass
 class EpochReport:
     """What one epoch produced; handed to the callback."""
@@ -56,6 +61,9 @@ class EpochReport:
     best_epoch: int
     lr: float
     seconds: float
+    # The best epoch's weights (CPU tensors, not to be modified): lets a callback keep the
+    # model as it stands at a moment, e.g. a benchmark reading its quality at wall-time marks.
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def row(self) -> dict[str, float]:
         """Flat plain-data view for logs, user attributes and plots."""
@@ -238,12 +246,17 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
             epoch=epoch, epochs=tc.epochs, train_loss=train_loss, val_loss=val_loss,
             train_ap=train_ap, val_metrics=metrics, score=metrics.get(tc.metric, math.nan),
             best_score=best["score"], best_epoch=best["epoch"],
-            lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+            lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
+            best_state=best["state"])
         history.append(report.row())
         log.debug("epoch %d/%d loss %.4f val %s %.4f", epoch, tc.epochs, train_loss, tc.metric,
                   score)
         if callback is not None:
-            callback(report)
+            try:
+                callback(report)
+            except StopTraining as stop:
+                stop_reason = str(stop) or f"stopped by the caller at epoch {epoch}"
+                break
         if tc.early_stop_patience and epoch - best["epoch"] >= tc.early_stop_patience:
             stop_reason = (f"early stop at epoch {epoch}: no {tc.metric} gain in "
                            f"{tc.early_stop_patience} epochs")

@@ -96,10 +96,11 @@ def test_dry_run_trains_nothing_and_writes_no_study(env, capsys):
     assert run_study.main([*study_args(env), "--dry-run", "--estimate"]) == 0
     out = capsys.readouterr().out
     assert "nothing trained" in out and "the dry run does not create it" in out
-    assert "budget  a median trial (" in out and "at most about" in out  # measured here
+    assert "plan    a median trial (" in out and "full trials" in out  # measured here
     assert not db.exists() and not (env["tmp"] / "artifacts").exists()
     assert run_study.main([*study_args(env), "--dry-run", "--no-estimate"]) == 0
-    assert "budget" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "a median trial" not in out and "not timed (--no-estimate)" in out
 
     # with a storage that exists: checked, left as it was
     assert run_study.main([*study_args(env), "--study", "other", "--n-trials", "1",

@@ -56,3 +56,28 @@ def test_k_for_fraction():
     assert k_for_fraction(0.2) == 5 and k_for_fraction(0.25) == 4 and k_for_fraction(0.6) == 2
     with pytest.raises(SplitError):
         k_for_fraction(1.5)
+
+
+def test_a_test_part_is_set_aside_before_the_folds_stratified_and_bound_to_the_hash():
+    plain = make_split(IDS, CLASSES, k=4, seed=0)
+    split = make_split(IDS, CLASSES, k=4, seed=0, test_fraction=0.2)
+    test = set(split.test_ids())
+    folds = {k for f in split.folds for k in f}
+    assert test and not test & folds and test | folds == set(IDS)
+    assert not test & set(split.train_ids()) and not test & set(split.val_ids())
+    by_id = dict(zip(IDS, CLASSES, strict=True))
+    for c, n in Counter(CLASSES).items():  # stratified like the folds
+        assert abs(Counter(by_id[k] for k in test)[c] - 0.2 * n) <= 1
+    assert split.hash != plain.hash and plain.test == ()
+    assert Split.from_dict(split.to_dict()) == split
+    assert make_split(IDS, CLASSES, k=4, seed=0, test_fraction=0.2) == split
+
+
+def test_a_test_part_keeps_packs_whole_and_needs_enough_erasers():
+    split = make_split(IDS, CLASSES, k=4, seed=0, group_regex=r"^(P\d+)_", test_fraction=0.2)
+    test_packs = {k.split("_")[0] for k in split.test}
+    assert test_packs and not test_packs & {k.split("_")[0] for f in split.folds for k in f}
+    with pytest.raises(SplitError, match="too few"):
+        make_split(IDS[:12], CLASSES[:12], k=4, seed=0, test_fraction=0.2)
+    with pytest.raises(SplitError, match="test fraction"):
+        make_split(IDS, CLASSES, test_fraction=0.7)

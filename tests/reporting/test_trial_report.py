@@ -71,7 +71,13 @@ def test_the_note_names_the_run_and_its_operating_point():
                                             "config": cfg}))
     assert "**12,345 parameters**, 3.4 M MACs per eraser" in note
     assert "(recall >= 0.9)" in note and "Best epoch **2** of 2, 4 s" in note
-    assert "| defect (any) | 0.700 | 0.660 |" in note
+    assert "| defect (any) | 0.700 | n/a | 0.660 |" in note  # AP, AUROC (not given), F1
+
+
+def test_a_proven_starting_point_says_so_in_its_note():
+    note = trial_note(0, SimpleNamespace(**{**vars(_result(["E1", "E2"])), "config": CONFIG}),
+                      portfolio="gn64-3x16", found="learned both kinds")
+    assert "**Proven starting point `gn64-3x16`**" in note and "learned both kinds" in note
 
 
 def test_study_note_has_the_data_but_no_paths(synthetic_set):

@@ -75,5 +75,5 @@ def test_a_configuration_that_cannot_train_leaves_the_study_to_go_on(synthetic, 
                            f"sqlite:///{tmp_path / 'studies.db'}", "--sizes", "32",
                            "--cache-dir", str(tmp_path / "cache"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "budget  no estimate: the timed configuration could not train here" in out
+    assert "could not be timed: the configuration could not train here" in out
     assert "nothing trained" in out

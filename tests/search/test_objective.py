@@ -107,3 +107,22 @@ def test_trial_config_replays_exactly_what_each_trial_trained(setup):
                                                       .CategoricalDistribution([32])})
     with pytest.raises(ValueError, match="do not replay"):
         trial_config(broken, space)
+
+
+def test_a_trial_running_at_the_deadline_completes_early_with_its_best_epoch(setup):
+    make_study, objective, *_ = setup
+    objective.deadline = 0.0  # long past: every trial stops after its first epoch
+    study = make_study()
+    run_trials(study, objective, n_trials=1, catch=(TrialFailed,))
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 1
+    assert "budget ran out at epoch 1" in t.user_attrs["stop_reason"]
+
+
+def test_the_pruner_sees_the_best_score_so_far(setup):
+    make_study, objective, *_ = setup
+    study = make_study()
+    run_trials(study, objective, n_trials=2, catch=(TrialFailed,))
+    for t in study.trials:
+        values = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
+        assert values == sorted(values)  # never falls: a bad epoch is not held against it

@@ -84,3 +84,48 @@ def test_best_trials_skips_failed_and_non_finite_ones():
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
     assert [t.value for t in best_trials(study)] == [0.9, 0.6, 0.3]
     assert [t.value for t in best_trials(study, top=1)] == [0.9]
+
+
+def test_a_planner_chooses_a_new_study_s_space_and_a_resume_keeps_it(synthetic, tmp_path,
+                                                                      cache):
+    from search.plan import planner
+
+    calls = []
+
+    def plan(n_train, n_val, label_kind):
+        calls.append((n_train, n_val, label_kind))
+        return planner(600, "test", "cpu", base=SPACE, measure=False, sizes=(32,),
+                       epochs=1)(n_train, n_val, label_kind)
+
+    first = _prepare(synthetic, tmp_path, cache, space=plan)
+    assert len(calls) == 1 and calls[0][0] == len(first.split.train_ids())
+    assert first.plan is not None and first.space == first.plan.space
+    assert first.study.user_attrs["plan"]["tier"] == first.plan.tier
+    again = _prepare(synthetic, tmp_path, cache, space=plan)
+    assert len(calls) == 1 and again.resumed and again.plan is None
+    assert again.space == first.space
+
+
+def test_a_test_split_is_set_aside_and_remembered(synthetic, tmp_path, cache):
+    session = _prepare(synthetic, tmp_path, cache, test_fraction=0.25)
+    test = set(session.split.test_ids())
+    assert len(test) == len(session.data) // 4
+    assert not test & set(session.split.train_ids() + session.split.val_ids())
+    assert session.study.user_attrs["split"]["n_test"] == len(test)
+    assert any("test split" in n for n in session.notes)
+    from search.session import auto_test_fraction
+
+    assert auto_test_fraction(499) == 0.0 and auto_test_fraction(1400) == 0.15
+
+
+def test_the_portfolio_is_queued_first_in_a_new_study_only(synthetic, tmp_path, cache):
+    from search.plan import TIERS
+
+    space = TIERS[1].space(sizes=(64,), epochs=1)
+    session = _prepare(synthetic, tmp_path, cache, space=space, portfolio=True)
+    waiting = session.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting and all("portfolio" in t.user_attrs for t in waiting)
+    assert any("proven starting points" in n for n in session.notes)
+    again = _prepare(synthetic, tmp_path, cache, space=space, portfolio=True)
+    assert len(again.study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == len(
+        waiting)

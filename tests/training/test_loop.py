@@ -7,7 +7,7 @@ from data import AugmentConfig, make_split
 from data.pipeline import TrainData
 from model import CNNConfig, build_model
 from training.config import RunConfig, TrainConfig
-from training.loop import NonFiniteLossError, train
+from training.loop import NonFiniteLossError, StopTraining, train
 
 TINY = CNNConfig(input_size=32, widths=(16, 32, 64), kernel_sizes=(3, 3, 3), convs_per_block=1,
                  dense_width=32)
@@ -73,3 +73,13 @@ def test_checkpoint_of_a_result_reproduces_its_validation_probs(data32, syntheti
     net = model_lib.model_from_checkpoint(result.checkpoint(source_size=64))
     probs = predict_set(net, synthetic_set, result.val_ids)
     np.testing.assert_allclose(probs, result.val_probs, atol=1e-5)
+
+
+def test_a_callback_can_end_the_run_keeping_its_best_epoch(data32):
+    def stop_after_two(report):
+        if report.epoch == 2:
+            raise StopTraining("the budget ran out")
+
+    result = run(data32, epochs=5, callback=stop_after_two)
+    assert result.epochs_run == 2 and result.stop_reason == "the budget ran out"
+    assert result.best_epoch in (1, 2) and result.val_probs.shape[0] == len(data32.val_rows)

@@ -1,0 +1,125 @@
+"""The terminal side of a running study (``run_study.py``): its bars, its workers' lines, and
+what it prints before and after: the plan, the best trials, the test score and what it
+means next to chance."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import optuna
+import torch
+from tqdm.auto import tqdm
+
+from model import GRADED
+from reporting.plots import LABELS
+from reporting.progress import StudyProgress, trial_line
+from reporting.trial_report import dashboard_hook
+from search.plan import Plan
+from search.session import Session, best_trials, make_objective, run
+from search.study import GracefulStop, n_finished, storage_for_commands, storage_url
+from search.workers import start_workers, supervise, without_storage
+from training.device import describe_device
+
+
+def print_plan(plan: Plan | None, session: Session, budget: float, source: str) -> None:
+    """How the budget is spent: the new study's plan, or the resumed study's own space."""
+    if plan is not None:
+        for line in plan.describe():
+            print(f"plan    {line}")
+        return
+    sp = session.space
+    print(f"plan    {budget / 60:.0f} min ({source}) on the resumed study's own space: inputs "
+          f"{'/'.join(map(str, sp.sizes))} px, up to {sp.epochs} epochs a trial")
+
+
+def run_in_process(session: Session, device: torch.device, n_trials: int, *,
+                   timeout: float | None, deadline: float | None, figures: bool) -> None:
+    """One worker with a bar for the study and one for the running trial's epochs."""
+    with StudyProgress(session.study, n_trials) as progress, GracefulStop() as stop:
+        objective = make_objective(session, device, on_epoch=progress.on_epoch,
+                                   on_result=[dashboard_hook(session, figures=figures)],
+                                   deadline=deadline)
+        run(session, objective, n_trials=n_trials, timeout=timeout,
+            on_trial=progress.on_trial, stop=stop)
+
+
+def run_worker(session: Session, device: torch.device, n_trials: int, *,
+               timeout: float | None, deadline: float | None, figures: bool) -> int:
+    """A child of --workers: plain lines, no bars (the parent aggregates)."""
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        print(trial_line(trial), flush=True)
+
+    print(f"started on {describe_device(device)}", flush=True)
+    try:
+        with GracefulStop() as stop:
+            objective = make_objective(session, device, deadline=deadline,
+                                       on_result=[dashboard_hook(session, figures=figures)])
+            run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
+                stop=stop)
+    except KeyboardInterrupt:
+        print("interrupted: the running trial (if any) is FAIL and queued again", flush=True)
+        return 130
+    return 0
+
+
+def run_workers(script: str, argv: list[str], session: Session, n_workers: int,
+                n_trials: int, remaining: float | None) -> int:
+    """Start the workers on the study created here, relay their lines, draw one bar. They
+    get this run's total and what is left of its budget explicitly."""
+    command = [sys.executable, os.path.abspath(script), *without_storage(argv),
+               "--n-trials", str(n_trials)]
+    if remaining is not None:
+        command += ["--budget", f"{max(60.0, remaining):.0f}"]
+    procs = start_workers(command, n_workers, session.storage_url)
+    bar = tqdm(total=n_trials, initial=n_finished(session.study), desc="study",
+               unit="trial", dynamic_ncols=True)
+
+    def on_progress(done: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    try:
+        codes = supervise(procs, session.study, on_progress=on_progress,
+                          on_line=lambda i, line: bar.write(f"[worker {i}] {line}"))
+    finally:
+        bar.close()
+    if any(codes):
+        print(f"worker exit codes: {codes}", file=sys.stderr)
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def print_summary(study: optuna.Study, name: str, url: str) -> None:
+    """The best trials and the command that exports the best."""
+    top = best_trials(study)
+    if not top:
+        print("\nNo trial has completed yet.")
+        return
+    metric = study.user_attrs.get("space", {}).get("metric", "score")
+    print(f"\nBest trials of {name!r} ({metric}, validation):")
+    print(f"{'trial':>5} {metric:>10} {'print':>6} {'phys.':>6} {'epochs':>6} {'params':>9}"
+          "  architecture   (print/phys.: AUROC per defect kind)")
+    for t in top:
+        a = t.user_attrs
+        print(f"{t.number:5d} {t.value:10.4f} {a.get('print_error_auroc', math.nan):6.3f} "
+              f"{a.get('physical_error_auroc', math.nan):6.3f} "
+              f"{a.get('best_epoch', 0):3d}/{a.get('epochs_run', 0):<2d} {a.get('params', 0):9d}"
+              f"  {a.get('architecture', '')}" + ("  [portfolio]" if "portfolio" in a else ""))
+    storage = "" if url == storage_url(None) else f" --storage {storage_for_commands(url)}"
+    print(f"\nExport the best:  python export_best.py --study {name} --group TEAM{storage}")
+
+
+def print_test_score(metrics: dict[str, float], trial: int, prevalence: dict[str, float]
+                     ) -> None:
+    """The best trial's scores on the test split, each next to what chance would score."""
+    print(f"\nTest split ({metrics['n']} erasers no trial, threshold or epoch choice saw), "
+          f"trial {trial} at its thresholds:")
+    print(f"  {'':16s} {'AUC-PR':>7} {'chance':>7} {'AUROC':>6} {'F1':>6}")
+    for name in (*GRADED, "defect"):
+        print(f"  {LABELS[name]:16s} {metrics.get(f'{name}_ap', math.nan):7.3f} "
+              f"{prevalence[name]:7.3f} {metrics.get(f'{name}_auroc', math.nan):6.3f} "
+              f"{metrics.get(f'{name}_f1', math.nan):6.3f}")
+    chance = sum(prevalence[n] for n in GRADED) / len(GRADED)
+    print(f"  graded AUC-PR {metrics.get('graded_ap', math.nan):.3f} (chance {chance:.3f}: a "
+          "model that guesses scores each class's share of erasers; AUROC chance is 0.5)")
