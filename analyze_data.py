@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cli.checks import INPUT_SIZE, SEED, bad_number, folder_problem, int_between
 from cli.common import EXIT_USAGE, HelpFormatter, fail, progress_bar, setup_logging
 from cli.loading import load_or_fail
 from data.cache import default_cache_dir
@@ -42,10 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    for name, value, low in (("--size", args.size, 8), ("--samples", args.samples, 1),
-                             ("--folds", args.folds, 2)):
-        if value < low:
-            return fail(f"{name} must be at least {low}, not {value}.")
+    problem = (bad_number([("--size", args.size, INPUT_SIZE),
+                           ("--samples", args.samples, int_between(1, 64)),
+                           ("--folds", args.folds, int_between(2, 20)),
+                           ("--seed", args.seed, SEED)])
+               or folder_problem(args.out, "--out")
+               or folder_problem(args.cache_dir, "--cache-dir"))
+    if problem:
+        return fail(problem)
     data = load_or_fail(args.data, args.labels, cache_dir=args.cache_dir, what="analysed")
     if data is None:
         return EXIT_USAGE

@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import HelpFormatter, progress_bar, setup_logging
+from cli.checks import folder_problem
+from cli.common import HelpFormatter, fail, progress_bar, setup_logging
 from data.cache import default_cache_dir
 from data.dataset import format_summary, scan
 from data.errors import DataError, format_problems
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.dry_run:
         return _dry_run(args)
+    problem = None if args.no_cache else folder_problem(args.cache_dir, "--cache-dir")
+    if problem:
+        return fail(problem)
     update, close = progress_bar("checking")
     try:
         eraser_set, problems = scan(

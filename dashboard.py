@@ -13,6 +13,7 @@ from pathlib import Path
 import sqlalchemy.engine
 import sqlalchemy.exc
 
+from cli.checks import PORT, bad_number
 from cli.common import HelpFormatter, fail, setup_logging
 from reporting.dashboard import (
     DEFAULT_HOST,
@@ -58,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     child = args.ready_file is not None  # started by start(): it reports through the log
     url = storage_url(args.storage)
-    if not 0 <= args.port <= 65535:
-        return fail(f"--port must be between 0 and 65535, not {args.port}.")
+    problem = bad_number([("--port", args.port, PORT)])
+    if problem:
+        return fail(problem)
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except sqlalchemy.exc.ArgumentError:

@@ -19,13 +19,20 @@ from pathlib import Path
 import optuna
 
 import model as model_lib
+from cli.checks import POSITIVE, RECALL, at_least, bad_number, existing_outputs, folder_problem
 from cli.common import HelpFormatter, fail, progress_bar, setup_logging
 from data.cache import default_cache_dir
 from model import OnnxCheck
 from model.onnx import DEFAULT_TOLERANCE
 from reporting.model_card import model_card
 from search.export import ExportError, ExportOptions, check_group, export_trial, select_trial
-from search.study import StudyError, artifact_dir_for, load_study, open_storage, storage_url
+from search.study import (
+    StudyError,
+    artifact_dir_for,
+    load_study,
+    open_existing_storage,
+    storage_url,
+)
 from training.device import DeviceError, resolve_device
 
 
@@ -59,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "epoch count (same seed); keeps the trial's validated thresholds")
     p.add_argument("--device", default="auto",
                    help="device for --retrain-full: auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier export of the same --group in --out")
     p.add_argument("--dry-run", action="store_true", help="show what would be exported")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     return p
@@ -69,23 +78,31 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     url = storage_url(args.storage)
-    if args.min_recall is not None and not 0.0 < args.min_recall <= 1.0:
-        return fail(f"--min-recall is a recall in (0, 1], not {args.min_recall}.")
-    if args.onnx_tolerance <= 0:
-        return fail(f"--onnx-tolerance must be positive, not {args.onnx_tolerance}.")
+    problem = (bad_number([("--min-recall", args.min_recall, RECALL),
+                           ("--onnx-tolerance", args.onnx_tolerance, POSITIVE),
+                           ("--trial", args.trial, at_least(0))])
+               or folder_problem(args.out, "--out")
+               or folder_problem(args.cache_dir, "--cache-dir"))
+    if problem:
+        return fail(problem)
     if args.no_verify and (args.min_recall is not None or args.retrain_full):
         return fail("--min-recall and --retrain-full need the study's data and validation "
                     "predictions, which --no-verify skips; drop --no-verify (pass --data if "
                     "the data moved).")
     try:
         group = check_group(args.group)
-        study = load_study(args.study, open_storage(url))
+        study = load_study(args.study, open_existing_storage(url))
         trial = select_trial(study, args.trial)
         device = resolve_device(args.device) if args.retrain_full else "cpu"
     except (StudyError, DeviceError) as exc:
         return fail(str(exc))
     metric = study.user_attrs.get("space", {}).get("metric", "graded_ap")
     out = Path(args.out) / f"{group}.pth"
+    earlier = None if args.force else existing_outputs(
+        [out, out.with_suffix(".md"), *([out.with_suffix(".onnx")] if args.onnx else [])],
+        "--out")
+    if earlier:
+        return fail(earlier)
     print(f"study   {args.study}, trial {trial.number} ({metric} {trial.value:.4f}, "
           f"{trial.user_attrs.get('architecture', '')})")
     if args.dry_run:

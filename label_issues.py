@@ -33,18 +33,26 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from cli.checks import EPOCHS, SEED, at_least, bad_number, folder_problem, int_between
 from cli.common import EXIT_USAGE, HelpFormatter, fail, setup_logging
 from cli.loading import load_or_fail
 from data import SplitError
 from data.cache import default_cache_dir
 from data.labels import MULTICLASS
-from data.noise import CLEAN_ACTIONS, NoiseError, find_issues, precision_recall, read_truth
+from data.noise import (
+    CLEAN_ACTIONS,
+    NoiseError,
+    find_issues,
+    near_chance_kinds,
+    precision_recall,
+    read_truth,
+)
 from model import describe
 from reporting.label_report import truth_file, write_report
 from search.estimate import EstimateError, duration, epoch_seconds
 from search.export import select_trial
 from search.space import trial_config
-from search.study import StudyError, load_study, open_storage, storage_url
+from search.study import StudyError, load_study, open_existing_storage, storage_url
 from training.config import RunConfig, RunFileError, load_config
 from training.crossval import out_of_fold_probs
 from training.device import DeviceError, describe_device, resolve_device
@@ -119,7 +127,7 @@ def load_run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
         config = load_config(args.config)
         source = f"run file {args.config}"
     else:
-        study = load_study(args.study, open_storage(storage_url(args.storage)))
+        study = load_study(args.study, open_existing_storage(storage_url(args.storage)))
         trial = select_trial(study, args.trial)
         try:
             config = trial_config(trial, study.user_attrs.get("space", {}))
@@ -134,10 +142,15 @@ def load_run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    for name, value, low in (("--folds", args.folds, 2), ("--top", args.top, 0),
-                             ("--epochs", args.epochs, 1), ("--max-flagged", args.max_flagged, 1)):
-        if value is not None and value < low:
-            return fail(f"{name} must be at least {low}, not {value}.")
+    problem = (bad_number([("--folds", args.folds, int_between(2, 20)),
+                           ("--top", args.top, int_between(0, 256)),
+                           ("--epochs", args.epochs, EPOCHS),
+                           ("--max-flagged", args.max_flagged, at_least(1)),
+                           ("--trial", args.trial, at_least(0)), ("--seed", args.seed, SEED)])
+               or folder_problem(args.out, "--out")
+               or folder_problem(args.cache_dir, "--cache-dir"))
+    if problem:
+        return fail(problem)
     try:
         config, source = load_run_config(args)
         device = resolve_device(args.device)
@@ -180,10 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bar.close()
 
+    label_kind = data.label_kind or MULTICLASS
+    blind = near_chance_kinds(data.targets, cv.probs, label_kind)
+    for kind, auroc in blind.items():
+        print(f"note    the cross-validated model tells {kind} defects apart only with AUROC "
+              f"{auroc:.2f} (chance: 0.50), so its {kind} flags would be its own mistakes: none "
+              f"are flagged. Train a stronger configuration first (a better --study trial, "
+              "more --epochs), then look for label errors again.")
     try:
-        issues = find_issues(data.ids, data.targets, cv.probs, label_kind=data.label_kind
-                             or MULTICLASS, filter_by=args.filter_by,
-                             max_flagged=args.max_flagged, missed_only=args.missed_only)
+        issues = find_issues(data.ids, data.targets, cv.probs, label_kind=label_kind,
+                             filter_by=args.filter_by, max_flagged=args.max_flagged,
+                             missed_only=args.missed_only, blind=blind)
         truth = None
         if truth_path is not None:
             flipped = [k for k, f in read_truth(truth_path).items() if f]
@@ -213,8 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"against {truth['file']}: precision {truth['precision']:.2f}, recall "
               f"{truth['recall']:.2f} ({truth['found']}/{truth['mislabelled']} found)")
     print(f"wrote   {', '.join(files)} to {out}/")
-    print(f"next    python run_study.py --data {args.data} --flagged {out / 'label_issues.csv'}"
-          " ...  (tunes the weight of the flagged erasers)")
+    if summary["caution"] or blind or not len(issues.order):
+        # Never point a search at a list this run itself doubts (or at an empty one).
+        print("next    look at top_suspects.png and summary.md; with a stronger configuration "
+              "run this again before passing a list to run_study.py --flagged")
+    else:
+        print(f"next    python run_study.py --data {args.data} --flagged "
+              f"{out / 'label_issues.csv'} ...  (tunes the weight of the flagged erasers)")
     return 0
 
 

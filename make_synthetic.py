@@ -8,7 +8,8 @@ import argparse
 import os
 import sys
 
-from cli.common import EXIT_USAGE, HelpFormatter, setup_logging
+from cli.checks import at_least, bad_number
+from cli.common import EXIT_USAGE, HelpFormatter, fail, setup_logging
 from data.synth import TRUTH_CSV, generate
 from model.channels import NATIVE_SIZE
 
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed its message (or the help)
         return int(exc.code or 0)
     setup_logging()
+    problem = bad_number([("--seed", args.seed, at_least(0))])  # the rest: data.synth checks
+    if problem:
+        return fail(problem)
 
     show = sys.stderr.isatty()
     step = max(1, args.n // 20)

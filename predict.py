@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import model as model_lib
+from cli.checks import at_least, bad_number, file_problem, folder_problem
 from cli.common import EXIT_USAGE, HelpFormatter, fail, setup_logging
 from cli.loading import load_or_fail
 from data.cache import default_cache_dir
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average over the 8 flips/90-degree rotations of each eraser")
     p.add_argument("--cache-dir", default=str(default_cache_dir()),
                    help="decoded-image cache (shared with the other commands)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--dry-run", action="store_true",
                    help="load the model and the data, predict nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -71,8 +73,14 @@ def write_predictions(path: Path, ids: list[str], probs: np.ndarray,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if args.batch_size < 1:
-        return fail(f"--batch-size must be at least 1, not {args.batch_size}.")
+    out = Path(args.out) if args.out else (
+        Path("reports") / "predictions"
+        / f"{Path(args.model).stem}_{Path(args.data).resolve().name}.csv")
+    problem = (bad_number([("--batch-size", args.batch_size, at_least(1))])
+               or file_problem(out, "--out", force=args.force)
+               or folder_problem(args.cache_dir, "--cache-dir"))
+    if problem:
+        return fail(problem)
     try:
         device = resolve_device(args.device)
         net = model_lib.load(args.model, device=device)
@@ -101,9 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.tta and "thresholds" in tta:
         # Averaged probabilities are smoother; export chose thresholds for them on validation.
         net.thresholds = dict(tta["thresholds"])
-    out = Path(args.out) if args.out else (
-        Path("reports") / "predictions"
-        / f"{Path(args.model).stem}_{Path(args.data).resolve().name}.csv")
     write_predictions(out, data.ids, probs, net.thresholds)
     print(f"wrote   {out} ({len(data)} rows{', TTA x8' if args.tta else ''})")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 
+from cli.checks import at_least, bad_number, folder_problem
 from cli.common import HelpFormatter, fail, setup_logging
 from data.cache import default_cache_dir
 from reporting.study_report import build_report
@@ -25,7 +26,7 @@ from search.study import (
     artifact_dir_for,
     load_study,
     mask_url,
-    open_storage,
+    open_existing_storage,
     storage_url,
 )
 
@@ -55,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(args.storage)
+    problem = (bad_number([("--trial", args.trial, at_least(0))])
+               or folder_problem(args.out or Path("reports") / args.study, "--out")
+               or folder_problem(args.cache_dir, "--cache-dir"))
+    if problem:
+        return fail(problem)
     try:
-        storage = open_storage(url)
+        storage = open_existing_storage(url)
         study = load_study(args.study, storage)
         best = select_trial(study, args.trial)
     except StudyError as exc:

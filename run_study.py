@@ -21,8 +21,22 @@ from pathlib import Path
 import optuna
 import torch
 
+from cli.checks import (
+    EPOCHS,
+    INPUT_SIZE,
+    PORT,
+    POSITIVE,
+    RECALL,
+    SEED,
+    TEST_FRACTION,
+    VAL_FRACTION,
+    at_least,
+    bad_number,
+    folder_problem,
+)
 from cli.common import HelpFormatter, fail, hold_on_exit, progress_bar, setup_logging
 from cli.study import (
+    artifact_dir_problem,
     print_plan,
     print_summary,
     print_test_score,
@@ -126,6 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(args: argparse.Namespace, url: str) -> str | None:
+    """Every numeric flag in its range and every output folder writable, before anything is
+    loaded or written (a bad value must never reach a stored study)."""
+    return bad_number([
+        ("--n-trials", args.n_trials, at_least(1)), ("--workers", args.workers, at_least(1)),
+        ("--heartbeat", args.heartbeat, at_least(1)), ("--epochs", args.epochs, EPOCHS),
+        ("--sizes", args.sizes, INPUT_SIZE), ("--timeout", args.timeout, POSITIVE),
+        ("--min-recall", args.min_recall, RECALL),
+        ("--val-fraction", args.val_fraction, VAL_FRACTION),
+        ("--test-fraction", args.test_fraction, TEST_FRACTION),
+        ("--dashboard-port", args.dashboard_port, PORT), ("--seed", args.seed, SEED),
+        ("--worker-index", args.worker_index, at_least(0)),
+    ]) or folder_problem(args.cache_dir, "--cache-dir") or (
+        folder_problem(args.artifact_dir, "--artifact-dir") if args.artifact_dir
+        else artifact_dir_problem(url))
+
+
 def ensure_demo_data(folder: Path) -> None:
     if (folder / "labels_multiclass.csv").exists():
         return
@@ -152,11 +183,10 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
     demo, worker = args.data is None, args.worker_index is not None
     study_name = args.study or ("demo" if demo else Path(args.data).resolve().name)
-    for name, value, low in (("--n-trials", args.n_trials, 1), ("--workers", args.workers, 1),
-                             ("--heartbeat", args.heartbeat, 1)):
-        if value is not None and value < low:
-            return fail(f"{name} must be at least {low}, not {value}.")
     url = storage_url(args.storage)
+    problem = check_flags(args, url)
+    if problem:
+        return fail(problem)
     try:
         device = worker_device(args.device, args.worker_index or 0)
         budget = parse_budget(args.budget) if args.budget else (
@@ -205,10 +235,12 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
     close()
     done = n_finished(session.study)
     stored_plan = session.study.user_attrs.get("plan") or {}
-    n_trials = args.n_trials or (session.plan.n_trials if session.plan else
-                                 done + stored_plan.get("n_trials", RESUMED_TRIALS))
+    n_trials = args.n_trials if args.n_trials is not None else (
+        session.plan.n_trials if session.plan else
+        done + stored_plan.get("n_trials", RESUMED_TRIALS))
     deadline = started + budget
-    timeout = min(deadline - time.monotonic(), args.timeout or float("inf"))
+    timeout = min(deadline - time.monotonic(),
+                  float("inf") if args.timeout is None else args.timeout)
     if worker:
         return run_worker(session, device, n_trials, timeout=timeout, deadline=deadline,
                           figures=args.trial_figures)

@@ -12,6 +12,15 @@ import json
 import sys
 from pathlib import Path
 
+from cli.checks import (
+    EPOCHS,
+    SEED,
+    VAL_FRACTION,
+    bad_number,
+    existing_outputs,
+    file_name_problem,
+    folder_problem,
+)
 from cli.common import HelpFormatter, fail, progress_bar, setup_logging
 from data import DataError, SplitError, format_problems, k_for_fraction, load_data, make_split
 from data.cache import default_cache_dir
@@ -39,10 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--out", default="reports/train", help="folder for the outputs")
     p.add_argument("--name", default="model", help="file stem of the checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="replace the results of an earlier run in --out")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="decoded-image cache")
     p.add_argument("--dry-run", action="store_true", help="check data and config, train nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     return p
+
+
+def outputs(out: Path, name: str) -> list[Path]:
+    return [out / f"{name}.pth", out / "history.json", out / "config.json", out / "curves.png"]
+
+
+def check_flags(args: argparse.Namespace) -> str | None:
+    """Flags in range and every output writable (and not an earlier run's, without --force)
+    before the data are loaded: a run must never fail after training for want of a folder."""
+    out = Path(args.out)
+    return (bad_number([("--epochs", args.epochs, EPOCHS), ("--seed", args.seed, SEED),
+                        ("--val-fraction", args.val_fraction, VAL_FRACTION)])
+            or file_name_problem(args.name, "--name") or folder_problem(out, "--out")
+            or folder_problem(args.cache_dir, "--cache-dir")
+            or (None if args.force else existing_outputs(outputs(out, args.name), "--out")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.data:
         return fail("--data is required (the folder or zip of the erasers).")
+    problem = check_flags(args)
+    if problem:
+        return fail(problem)
     epochs = {} if args.epochs is None else {"epochs": args.epochs}
     try:
         config = (load_config(args.config, **epochs) if args.config

@@ -12,13 +12,20 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
+from cli.checks import folder_problem
 from model import GRADED
 from reporting.plots import LABELS
 from reporting.progress import StudyProgress, trial_line
 from reporting.trial_report import dashboard_hook
 from search.plan import Plan
 from search.session import Session, best_trials, make_objective, run
-from search.study import GracefulStop, n_finished, storage_for_commands, storage_url
+from search.study import (
+    GracefulStop,
+    artifact_dir_for,
+    n_finished,
+    storage_for_commands,
+    storage_url,
+)
 from search.workers import start_workers, supervise, without_storage
 from training.device import describe_device
 
@@ -85,9 +92,25 @@ def run_workers(script: str, argv: list[str], session: Session, n_workers: int,
                           on_line=lambda i, line: bar.write(f"[worker {i}] {line}"))
     finally:
         bar.close()
-    if any(codes):
-        print(f"worker exit codes: {codes}", file=sys.stderr)
-    return 0 if all(c == 0 for c in codes) else 1
+    if not any(codes):
+        return 0
+    if n_finished(session.study) >= n_trials:  # a killed worker's trial was run by another
+        print(f"note    worker exit codes {codes}, but the study holds its {n_trials} trials",
+              file=sys.stderr)
+        return 0
+    print(f"worker exit codes: {codes}", file=sys.stderr)
+    return 1
+
+
+def artifact_dir_problem(url: str) -> str | None:
+    """Whether the study's default artifact folder (next to a SQLite file) can be written;
+    a URL that does not parse is left to the storage's own message."""
+    try:
+        folder = artifact_dir_for(url)
+    except Exception:
+        return None
+    problem = folder_problem(folder, "the artifact folder")
+    return problem and f"{problem} Pass --artifact-dir to put the trials' files elsewhere."
 
 
 def print_summary(study: optuna.Study, name: str, url: str) -> None:

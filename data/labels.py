@@ -18,14 +18,17 @@ from data.sources import strip_extension
 BINARY = "binary"
 MULTICLASS = "multiclass"
 _MULTI_RE = re.compile(r"^([01])_([01])$")
+_BINARY_RE = re.compile(r"^([01])(?:\.0*)?$")  # 0/1, or 0.0/1.0 as pandas writes floats
 MAX_LISTED = 5
 
 
 def parse_label(text: str) -> tuple[str, tuple[int, int] | int] | None:
-    """``"1"`` -> (binary, 1); ``"1_0"`` -> (multiclass, (1, 0)); anything else -> None."""
+    """``"1"`` (or ``"1.0"``) -> (binary, 1); ``"1_0"`` -> (multiclass, (1, 0)); anything
+    else -> None."""
     text = text.strip().strip('"').strip()
-    if text in ("0", "1"):
-        return BINARY, int(text)
+    b = _BINARY_RE.match(text)
+    if b:
+        return BINARY, int(b.group(1))
     m = _MULTI_RE.match(text)
     if m:
         return MULTICLASS, (int(m.group(1)), int(m.group(2)))
@@ -52,7 +55,15 @@ def _rows(path: Path) -> list[list[str]]:
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample.strip() else "excel"
     except csv.Error:
         dialect = "excel"
-    return [row for row in csv.reader(text.splitlines(), dialect) if any(c.strip() for c in row)]
+    reader = csv.reader(text.splitlines(), dialect)
+    try:
+        return [row for row in reader if any(c.strip() for c in row)]
+    except csv.Error as exc:  # e.g. a field over csv's limit of 131072 characters
+        raise LabelFileError(f"row {reader.line_num} cannot be read as CSV ({exc})") from None
+
+
+class LabelFileError(ValueError):
+    """A CSV that the csv module cannot read at all (the message names the row)."""
 
 
 def read_label_csv(path: str | Path, *, explicit: bool = True) -> tuple[LabelFile | None,
@@ -70,6 +81,11 @@ def read_label_csv(path: str | Path, *, explicit: bool = True) -> tuple[LabelFil
         rows = _rows(path)
     except OSError as exc:
         return None, [error("unreadable-labels", str(path), f"could not be read ({exc}).")]
+    except LabelFileError as exc:
+        # Not skipped when found next to the images: it may well be the label file, damaged.
+        return None, [error("bad-labels", str(path), f"{exc}: label files hold short rows of "
+                            "an id and a label. Fix that row, or move the file away if it is "
+                            "not a label file.")]
     if not rows:
         return None, [error("empty-labels", str(path), "is empty. It should hold one row per "
                             "eraser: the id, then 0/1 (binary) or X_Y (multi-class).")]
@@ -177,9 +193,15 @@ def load_labels(paths: list[str | Path], *, explicit: bool = True) -> tuple[Labe
         raise DataError(problems)
     if not files:
         if not any(p.level == "error" for p in problems):
-            problems.append(error("no-labels", ", ".join(map(str, paths)) or "labels",
-                                  "no label CSV found. Pass --labels with the binary and/or "
-                                  "multi-class CSV."))
+            if paths:  # CSVs were found, none of them a label file (said in the warnings)
+                problems.append(error(
+                    "no-labels", ", ".join(map(str, paths)),
+                    f"{'is not a label file' if len(paths) == 1 else 'are not label files'} "
+                    "(see above) and no other CSV holds the labels. Pass --labels with the "
+                    "binary and/or multi-class CSV."))
+            else:
+                problems.append(error("no-labels", "labels", "no label CSV found. Pass "
+                                      "--labels with the binary and/or multi-class CSV."))
         raise DataError(problems)
 
     multi = by_kind[MULTICLASS][0] if by_kind[MULTICLASS] else None

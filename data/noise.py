@@ -42,8 +42,32 @@ ISSUE_COLUMNS = ("rank", "id", "given_label", "suggested_label", "confidence", "
 CLEAN_ACTIONS = ("relabel", "drop")
 
 
+NEAR_CHANCE_AUROC = 0.6  # out-of-fold AUROC below this: the model cannot see that kind
+KIND_COLUMNS = {"print": 0, "physical": 1, "defect": 3}  # in the model's probabilities
+
+
 class NoiseError(ValueError):
     """Bad input for the ranking or an unreadable CSV (message is user-facing)."""
+
+
+def near_chance_kinds(targets: np.ndarray, probs: np.ndarray, label_kind: str = MULTICLASS,
+                      below: float = NEAR_CHANCE_AUROC) -> dict[str, float]:
+    """The defect kinds the out-of-fold model tells apart no better than about chance, with
+    their AUROC: its flags for those kinds would be its own mistakes, not label errors. With
+    binary labels only ``defect`` is judged; a kind with one class only is not judged."""
+    from sklearn.metrics import roc_auc_score
+
+    t = np.asarray(targets).astype(int)
+    truth = {"defect": t.max(axis=1)}
+    if label_kind == MULTICLASS:
+        truth |= {"print": t[:, 0], "physical": t[:, 1]}
+    out = {}
+    for kind, y in truth.items():
+        if 0 < y.sum() < len(y):
+            auroc = float(roc_auc_score(y, np.asarray(probs)[:, KIND_COLUMNS[kind]]))
+            if not auroc >= below:
+                out[kind] = auroc
+    return out
 
 
 def joint_probs(probs: np.ndarray, label_kind: str = MULTICLASS) -> np.ndarray:
@@ -120,13 +144,16 @@ class LabelIssues:
 
 def find_issues(ids: Sequence[str], targets: np.ndarray, probs: np.ndarray, *,
                 label_kind: str = MULTICLASS, filter_by: str = "prune_by_noise_rate",
-                max_flagged: int | None = None, missed_only: bool = False) -> LabelIssues:
+                max_flagged: int | None = None, missed_only: bool = False,
+                blind: Iterable[str] = ()) -> LabelIssues:
     """Rank suspected mislabels from out-of-fold ``probs`` (``(N, 4)``, model order).
 
     ``filter_by`` is cleanlab's filter (``prune_by_noise_rate``, ``prune_by_class``, ``both``,
     ``confident_learning``, ``predicted_neq_given``...); ``max_flagged`` keeps only the most
     suspicious ones; ``missed_only`` keeps only erasers labelled good whose suggestion is a
-    defect (the annotator's usual mistake). The probabilities must be out-of-fold: in-sample
+    defect (the annotator's usual mistake). ``blind``: defect kinds (``print``,
+    ``physical``, ``defect``; :func:`near_chance_kinds`) the model cannot see: no eraser is
+    flagged for a change of such a kind. The probabilities must be out-of-fold: in-sample
     ones have memorised the noise and flag almost nothing.
     """
     # Here, not at the top: cleanlab takes seconds to import, and run_study.py --flagged and
@@ -151,6 +178,13 @@ def find_issues(ids: Sequence[str], targets: np.ndarray, probs: np.ndarray, *,
     suggested = pred.argmax(axis=1)
     if missed_only:  # class 0 is good (0_0, or "0" with binary labels)
         mask &= (given == 0) & (suggested != 0)
+    blind = set(blind)
+    if "defect" in blind:  # cannot tell defective from good: every flag is a guess
+        mask[:] = False
+    elif label_kind == MULTICLASS:  # X_Y -> the X bit (print) and the Y bit (physical)
+        for kind, bit in (("print", 2), ("physical", 1)):
+            if kind in blind:
+                mask &= (given & bit) == (suggested & bit)
     flagged_rows = np.flatnonzero(mask)
     order = flagged_rows[np.argsort(quality[flagged_rows], kind="stable")]
     if max_flagged is not None:

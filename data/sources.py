@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import posixpath
 import threading
 import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +29,13 @@ from model.channels import CHANNELS
 NPY_DIRS = ("", "arrays")
 PNG_DIRS = ("", "images")
 IMAGE_EXTENSIONS = {".npy", ".png", ".tif", ".tiff", ".bmp", ".jpg"}
+NPY_MAGIC = b"\x93NUMPY"
+# Members of a zip are read whole into memory (several at once, one per decoding thread): a
+# member declaring more than any eraser needs is refused before it is read. 310x310x6 bytes
+# is 0.58 MB; these limits leave room for erasers up to about 2300 px a side.
+MAX_NPY_MEMBER = 32 * 2**20
+MAX_PNG_MEMBER = 16 * 2**20
+MAX_PNG_PIXELS = 2400 * 2400  # one channel; PIL's own bomb limit is ~178 M pixels
 
 
 class ImageError(Exception):
@@ -71,7 +80,33 @@ def check_array(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def load_npy_bytes(fileobj, where: str) -> np.ndarray:
-    """Read one ``.npy`` stream without ever unpickling (object arrays are refused)."""
+    """Read one ``.npy`` stream without ever unpickling (object arrays are refused), and
+    nothing but the array: bytes after it are refused too."""
+    head = fileobj.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        what = ("a Python pickle, refused for safety" if head[:1] == b"\x80" else
+                "empty" if not head else "another kind of file (text, or an image renamed?)")
+        raise ImageError(
+            "unreadable", f"is not a NumPy .npy file (no .npy header: {what}). Save the eraser "
+            "as a plain uint8 array with np.save, or copy it again from the original delivery."
+        )
+    fileobj.seek(0)
+    try:
+        version = np.lib.format.read_magic(fileobj)
+        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = reader(fileobj)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ImageError(
+            "unreadable", f"has a damaged .npy header ({exc}). Copy it again from the original "
+            "delivery."
+        ) from None
+    if not dtype.hasobject and math.prod(shape) * dtype.itemsize > MAX_NPY_MEMBER:
+        # np.load would allocate it all before noticing the file is shorter
+        raise ImageError(
+            "shape", f"declares an array of shape {shape} ({dtype}), far larger than an eraser "
+            "(310x310x6 uint8); refused unread. Copy it again from the original delivery.")
+    fileobj.seek(0)
     try:
         arr = np.load(fileobj, allow_pickle=False)
     except ValueError as exc:
@@ -91,6 +126,10 @@ def load_npy_bytes(fileobj, where: str) -> np.ndarray:
         ) from None
     if not isinstance(arr, np.ndarray):
         raise ImageError("unreadable", "is not a single .npy array (an .npz archive?).")
+    if fileobj.read(1):
+        raise ImageError(
+            "unreadable", "holds more bytes after its array (padded, or two files joined); "
+            "save the eraser again with np.save, or copy it again from the original delivery.")
     return check_array(arr, where)
 
 
@@ -100,6 +139,11 @@ def load_png_channels(readers: dict[str, callable], where: str) -> np.ndarray:
     for ch in CHANNELS:
         try:
             with Image.open(io.BytesIO(readers[ch]())) as img:
+                if img.width * img.height > MAX_PNG_PIXELS:
+                    raise ImageError(
+                        "shape", f"channel {ch} declares {img.width}x{img.height} pixels, far "
+                        "more than an eraser (310x310); refused unread. Copy it again from "
+                        "the original delivery.")
                 img.load()
                 if img.mode not in ("L", "P") and not img.mode.startswith("I"):
                     raise ImageError(
@@ -114,7 +158,13 @@ def load_png_channels(readers: dict[str, callable], where: str) -> np.ndarray:
                 plane = np.asarray(img.convert("L"), dtype=np.uint8)
         except ImageError:
             raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile) as e:
+        except Image.DecompressionBombError as e:  # a header past PIL's own pixel limit
+            raise ImageError(
+                "shape", f"channel {ch} declares far more pixels than an eraser ({e}); refused "
+                "unread. Copy it again from the original delivery."
+            ) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile,
+                zlib.error) as e:
             # PIL's own message names an in-memory buffer, not the file: keep only its kind
             reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
             raise ImageError(
@@ -235,12 +285,23 @@ class _ZipSource(ImageSource):
         return zf
 
     def _read_member(self, info: zipfile.ZipInfo) -> bytes:
+        limit = MAX_PNG_MEMBER if info.filename.lower().endswith(".png") else MAX_NPY_MEMBER
+        if info.file_size > limit:
+            raise ImageError(
+                "unreadable", f"declares {info.file_size / 1e6:.0f} MB, far more than an "
+                f"eraser needs (at most {limit / 1e6:.0f} MB); refused unread. Re-create the "
+                "zip from the original files.")
         try:
-            return self._zip().read(info)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            with self._zip().open(info) as member:
+                data = member.read(limit + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise ImageError(
                 "unreadable", f"is corrupt inside the archive ({exc}). Re-create the zip."
             ) from None
+        if len(data) > limit:
+            raise ImageError("unreadable", "is larger than its zip entry declares; refused. "
+                             "Re-create the zip from the original files.")
+        return data
 
     def fingerprint(self) -> str:
         st = self.location.stat()

@@ -165,6 +165,13 @@ def _deal(ids: list[str], y: np.ndarray, k: int, seed: int, group_regex: str | N
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             parts = splitter.split(x, y, groups)
         elif stratified_on == "X_Y":
+            counts = Counter(y.tolist())
+            if max(counts.values()) < k:  # scikit-learn's n_splits error, said plainly
+                shown = ", ".join(f"{c}: {n}" for c, n in sorted(counts.items()))
+                raise SplitError(
+                    f"{len(ids)} erasers are too few to deal into {k} stratified parts: every "
+                    f"X_Y class has fewer than {k} erasers ({shown}). Label more erasers, or "
+                    "use a larger --val-fraction (and --test-fraction 0).")
             parts = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y)
         else:
             parts = KFold(n_splits=k, shuffle=True, random_state=seed).split(x)

@@ -244,7 +244,32 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"Model file {path} is incomplete: it lacks {missing}. Re-export the model with "
             "export_best.py."
         )
+    tta = ckpt.get("tta")
+    for key, thresholds in (("thresholds", ckpt["thresholds"]),
+                            ("tta thresholds", tta.get("thresholds") if isinstance(tta, dict)
+                             else None)):
+        if thresholds is None and key != "thresholds":
+            continue
+        problem = _thresholds_problem(thresholds)
+        if problem:
+            raise CheckpointError(
+                f"Model file {path} has unusable {key}: {problem}; every class needs one "
+                f"({', '.join(PROB_NAMES)}). Re-export the model with export_best.py."
+            )
     return ckpt
+
+
+def _thresholds_problem(thresholds: Any) -> str | None:
+    if not isinstance(thresholds, dict):
+        return f"{type(thresholds).__name__}, not a dict"
+    missing = [n for n in PROB_NAMES if n not in thresholds]
+    if missing:
+        return f"no threshold for {', '.join(missing)}"
+    bad = [n for n in PROB_NAMES if isinstance(thresholds[n], bool)
+           or not isinstance(thresholds[n], (int, float)) or not 0.0 <= thresholds[n] <= 1.0]
+    if bad:
+        return f"{', '.join(f'{n} {thresholds[n]!r}' for n in bad)} (each must be in [0, 1])"
+    return None
 
 
 def _not_torch(path: Path, err: BaseException) -> CheckpointError:

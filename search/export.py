@@ -94,7 +94,16 @@ def fetch_checkpoint(trial: optuna.trial.FrozenTrial, artifact_dir: Path) -> dic
             raise StudyError(f"the weights of trial {trial.number} (artifact {artifact_id}) "
                              f"are not in {artifact_dir}. Pass the folder the study wrote to "
                              "with --artifact-dir.") from None
-        return model_lib.load_checkpoint(path)
+        try:
+            return model_lib.load_checkpoint(path)
+        except model_lib.CheckpointError as exc:
+            # Its message names the temporary copy and says to re-export: neither helps here.
+            reason = str(exc).replace(f"Model file {path} ", "").split(". ")[0].rstrip(".")
+            raise StudyError(
+                f"the stored weights of trial {trial.number} ({Path(artifact_dir) / artifact_id}"
+                f") cannot be used: the file {reason}. It was changed or damaged after the "
+                "trial ran; export another trial with --trial, or restore the artifact folder "
+                "from a backup.") from None
 
 
 @dataclass

@@ -138,8 +138,8 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     plan = None
     if not isinstance(space, SearchSpace):  # a planner: only a new study needs one
         if study_name in study_names(storage):
-            space = SearchSpace.from_dict(
-                optuna.load_study(study_name=study_name, storage=storage).user_attrs["space"])
+            space = _stored_space(optuna.load_study(study_name=study_name, storage=storage),
+                                  study_name, storage_url)
         else:
             plan = space(len(split.train_ids()), len(split.val_ids()), data.label_kind)
             space = plan.space
@@ -160,7 +160,7 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
             f"erasers (--flagged), this run gives {len(flagged)} others. Resume it with the "
             "same --flagged list (or none, if it had none), or start a new study.")
     if resumed:
-        stored = SearchSpace.from_dict(study.user_attrs["space"])
+        stored = _stored_space(study, study_name, storage_url)
         if stored != space:
             notes.append("resuming: the study keeps the search space it was created with")
         space = stored
@@ -178,13 +178,50 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     if dry_run:
         return session
     if not resumed:
-        _save_split(session)
+        try:
+            _save_split(session)
+        except OSError as exc:  # a study without its split would be resumed half-made
+            optuna.delete_study(study_name=study_name, storage=storage)
+            raise StudyError(f"cannot write the study's split into {session.artifact_dir} "
+                             f"({exc.strerror or exc}); study {study_name!r} was not created. "
+                             "Pass an --artifact-dir you can write to.") from None
         if portfolio:
             queued = enqueue_portfolio(study, space)
             if queued:
                 notes.append(f"the first {len(queued)} trials are proven starting points "
                              f"({', '.join(queued)}); the sampler takes over after them")
     return session
+
+
+def space_problem(space: SearchSpace) -> str | None:
+    """What in ``space`` no trial could run with (``None``: it can run)."""
+    for name, values, low in (("epochs", (space.epochs,), 1), ("patience", (space.patience,), 0),
+                              ("sizes", space.sizes, 8), ("base_widths", space.base_widths, 1),
+                              ("batch_sizes", space.batch_sizes, 1)):
+        if not values or any(not isinstance(v, int) or v < low for v in values):
+            return f"{name} {list(values)} (each must be a whole number of at least {low})"
+    if space.min_recall is not None and not 0.0 < space.min_recall <= 1.0:
+        return f"min_recall {space.min_recall} (a recall in (0, 1])"
+    return None
+
+
+def _stored_space(study: optuna.Study, name: str, url: str) -> SearchSpace:
+    """The search space a study was created with, or :class:`StudyError` saying what to do
+    when it cannot run (a study made by an older version, or with flags that were not
+    checked then): it is part of the study, so no flag of a resume can change it."""
+    stored = study.user_attrs.get("space")
+    try:
+        space = SearchSpace.from_dict(stored) if isinstance(stored, dict) else None
+        problem = "no search space" if space is None else space_problem(space)
+    except (TypeError, ValueError) as exc:
+        problem = str(exc)
+    if problem:
+        raise StudyError(
+            f"study {name!r} holds a search space that cannot run: {problem}. A study keeps "
+            "the space it was created with, so start a new one with another --study name (or "
+            f"remove this one: optuna delete-study --study-name {name} --storage "
+            f"{storage_for_commands(url)}).")
+    return space
 
 
 def auto_test_fraction(n_erasers: int) -> float:

@@ -50,9 +50,23 @@ def storage_url(arg: str | None = None) -> str:
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, for anything shown or logged."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        if _raw_at_in_password(parsed):  # the password's tail went into the host: drop it
+            parsed = parsed.set(host=parsed.host.rsplit("@", 1)[1])
+        return parsed.render_as_string(hide_password=True)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return "<unparsable storage URL>"
+
+
+def _raw_at_in_password(parsed: sqlalchemy.engine.URL) -> bool:
+    """A password with a raw ``@`` is cut at its first ``@``; the rest lands in the host."""
+    return bool(parsed.host and "@" in parsed.host)
+
+
+RAW_AT = ("its password holds a raw '@' (or another reserved character), which cuts the URL "
+          "in the wrong place. URL-encode the password: '@' is %40, ':' %3A, '/' %2F, or let "
+          "Python do it: python -c \"import urllib.parse, getpass; "
+          "print(urllib.parse.quote(getpass.getpass(), safe=''))\"")
 
 
 def storage_for_commands(url: str) -> str:
@@ -119,6 +133,8 @@ def open_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | 
         raise StudyError(f"storage URL {shown!r} is not a database URL. Use e.g. "
                          f"{DEFAULT_STORAGE} or postgresql+psycopg2://user@host/db.") from None
     backend = parsed.get_backend_name()
+    if _raw_at_in_password(parsed):
+        raise StudyError(f"storage URL {shown!r} cannot be used: {RAW_AT}.")
     if backend not in ("sqlite", "postgresql", "mysql"):
         raise StudyError(f"storage URL {shown!r} uses the unknown scheme {backend!r}. Use "
                          f"sqlite:///FILE.db or postgresql+psycopg2://user@host/db.")
@@ -150,6 +166,17 @@ def open_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int | 
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StudyError(f"cannot open the storage {shown}: {reason}. Check that the database "
                          "server is running and reachable, and the URL.") from None
+
+
+def open_existing_storage(url: str, **kwargs: object) -> RDBStorage:
+    """:func:`open_storage` for commands that only read a study: a SQLite file that does not
+    exist is a mistyped path, said as such (and not created empty)."""
+    if sqlite_file_missing(url):
+        raise StudyError(f"the storage {mask_url(url)} names a SQLite file that does not exist "
+                         f"({Path(make_url(url).database).resolve()}). Check --storage (or "
+                         f"${STORAGE_ENV}): it is the file the search wrote, e.g. "
+                         f"{DEFAULT_STORAGE} in the folder run_study.py ran in.")
+    return open_storage(url, **kwargs)
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:

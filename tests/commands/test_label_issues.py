@@ -69,11 +69,17 @@ def test_cross_validated_issues_and_cleaned_labels(noisy, tmp_path, capsys):
     weak = caution(summary) is not None
     assert bool(summary["caution"]) == weak
     assert ("Caution" in (out / "summary.md").read_text()) == weak
+    if weak or "none are flagged" in printed:  # a list it doubts is never suggested
+        assert "python run_study.py --data" not in printed and "before passing" in printed
 
 
 def test_bad_input_exits_2(noisy, tmp_path, capsys):
     base = [str(noisy), "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
     url = f"sqlite:///{tmp_path / 'none.db'}"
+    assert label_issues.main([*base, "--study", "nope", "--storage", url]) == 2
+    assert "does not exist" in capsys.readouterr().err  # a mistyped path, not "no study"
+    assert not (tmp_path / "none.db").exists()
+    optuna.create_study(study_name="other", storage=url)
     assert label_issues.main([*base, "--study", "nope", "--storage", url]) == 2
     assert "no study 'nope'" in capsys.readouterr().err
     bad = tmp_path / "bad.json"

@@ -99,3 +99,29 @@ def test_find_label_csvs_looks_only_in_the_folder(tmp_path):
     for name in ("b.CSV", "a.csv", "notes.txt"):
         (tmp_path / name).write_text("A,1\n")
     assert [p.name for p in find_label_csvs(tmp_path)] == ["a.csv", "b.CSV"]
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("1.0", (BINARY, 1)), ("0.0", (BINARY, 0)), ("1.", (BINARY, 1)), ("0.5", None),
+    ("1.01", None)])
+def test_float_binary_labels_as_pandas_writes_them(text, parsed):
+    assert parse_label(text) == parsed
+
+
+def test_a_field_over_the_csv_limit_names_its_row_even_when_found(tmp_path):
+    p = tmp_path / "labels.csv"
+    p.write_text("ID,label\nE1,1_0\nE2," + "1" * 200_000 + "\n")
+    for explicit in (True, False):
+        lf, problems = read_label_csv(p, explicit=explicit)
+        assert lf is None and problems[0].level == "error"
+        assert "row 3" in problems[0].message and "field" in problems[0].message
+
+
+def test_found_csvs_that_hold_no_labels_are_named_as_such(tmp_path):
+    p = tmp_path / "notes.csv"
+    p.write_text("when,who\nmonday,anna\n")
+    with pytest.raises(DataError) as info:
+        load_labels([p], explicit=False)
+    last = info.value.problems[-1]
+    assert last.where == str(p) and "is not a label file" in last.message
+    assert "no label CSV found" not in last.message

@@ -137,3 +137,23 @@ def test_missed_only_keeps_good_labels_that_look_defective():
     assert ids[k] in both.flagged_ids and ids[k] not in missed.flagged_ids
     assert set(flipped) <= set(missed.flagged_ids)
     assert all(r["given_label"] == "0_0" and r["suggested_label"] != "0_0" for r in missed.rows())
+
+
+def test_kinds_the_model_cannot_see_are_never_flagged():
+    from data.noise import near_chance_kinds
+
+    ids, targets, probs, _, _ = crafted()
+    assert near_chance_kinds(targets, probs) == {}
+    rng = np.random.default_rng(3)
+    blind_print = probs.copy()
+    blind_print[:, 0] = rng.uniform(size=len(ids))  # print probabilities: pure noise
+    weak = near_chance_kinds(targets, blind_print)
+    assert set(weak) == {"print"} and 0.3 < weak["print"] < 0.6
+    issues = find_issues(ids, targets, blind_print, blind=weak)
+    # no flag changes the print bit of the given X_Y label
+    assert all((issues.given[i] & 2) == (issues.suggested[i] & 2) for i in issues.order)
+    everything = find_issues(ids, targets, probs, blind=["defect"])
+    assert not everything.flagged.any() and len(everything.order) == 0
+    binary = find_issues(ids, targets.max(axis=1, keepdims=True).repeat(2, axis=1), probs,
+                         label_kind="binary", blind=["defect"])
+    assert len(binary.order) == 0

@@ -87,3 +87,52 @@ def test_missing_png_channel(tmp_path):
 def test_empty_folder(tmp_path):
     with pytest.raises(DataError, match="no eraser images"):
         discover(tmp_path)
+
+
+def _one_eraser(tmp_path: Path, payload: bytes, compression=zipfile.ZIP_STORED) -> NpyZip:
+    archive = tmp_path / "arrays.zip"
+    with zipfile.ZipFile(archive, "w", compression) as zf:
+        zf.writestr("arrays/E1.npy", payload)
+    return NpyZip(archive)
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_zip_members_hold_the_array_and_nothing_more(tmp_path):
+    from data.sources import ImageError
+
+    arr = np.zeros((16, 16, 6), np.uint8)
+    assert (_one_eraser(tmp_path, _npy(arr)).read("E1") == arr).all()
+    with pytest.raises(ImageError, match="more bytes after its array"):
+        _one_eraser(tmp_path, _npy(arr) + b"\0" * 100).read("E1")
+    with pytest.raises(ImageError, match="refused unread"):  # never decompressed
+        _one_eraser(tmp_path, _npy(arr) + b"\0" * (33 * 2**20), zipfile.ZIP_DEFLATED).read("E1")
+
+
+@pytest.mark.parametrize("payload, expect", [
+    (b"ID,label\nE1,1_0\n", "another kind of file"),
+    (b"\x80\x04K\x01.", "a Python pickle, refused for safety"),
+    (b"", "empty"),
+])
+def test_files_named_npy_that_are_not_say_what_they_are(tmp_path, payload, expect):
+    from data.sources import ImageError
+
+    (tmp_path / "E1.npy").write_bytes(payload)
+    with pytest.raises(ImageError, match=r"not a NumPy \.npy file") as info:
+        NpyFolder(tmp_path).read("E1")
+    assert expect in str(info.value) and "holds Python objects" not in str(info.value)
+
+
+def test_an_npy_header_claiming_a_huge_array_is_refused_unread(tmp_path):
+    from data.sources import ImageError
+
+    buf = io.BytesIO()  # a valid header for 60 GB, then a few bytes
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "|u1", "fortran_order": False, "shape": (99999, 99999, 6)})
+    (tmp_path / "E1.npy").write_bytes(buf.getvalue() + b"\0" * 100)
+    with pytest.raises(ImageError, match="refused unread"):
+        NpyFolder(tmp_path).read("E1")

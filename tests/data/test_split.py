@@ -81,3 +81,12 @@ def test_a_test_part_keeps_packs_whole_and_needs_enough_erasers():
         make_split(IDS[:12], CLASSES[:12], k=4, seed=0, test_fraction=0.2)
     with pytest.raises(SplitError, match="test fraction"):
         make_split(IDS, CLASSES, test_fraction=0.7)
+
+
+def test_classes_all_smaller_than_the_folds_are_a_split_error():
+    ids = [f"E{i}" for i in range(8)]
+    classes = ["0_0", "0_1", "1_0", "1_1"] * 2  # two erasers per class, five folds asked
+    with pytest.raises(SplitError, match="every X_Y class has fewer than 5") as info:
+        make_split(ids, classes, k=5)
+    assert "--val-fraction" in str(info.value)
+    assert make_split(ids, classes, k=2).k == 2

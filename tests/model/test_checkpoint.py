@@ -237,3 +237,17 @@ def test_save_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         model.save_checkpoint(_ckpt(), tmp_path / "x.pth")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("spoil, expect", [
+    (lambda t: t.pop("print_error"), "no threshold for print_error"),
+    (lambda t: t.update(defect=float("nan")), "defect nan"),
+    (lambda t: t.update(no_defect=1.5), "no_defect 1.5"),
+])
+def test_refuses_thresholds_that_lack_or_break_a_class(tmp_path, spoil, expect):
+    ckpt = _ckpt()
+    spoil(ckpt["thresholds"])
+    path = model.save_checkpoint(ckpt, tmp_path / "partial.pth")
+    with pytest.raises(model.CheckpointError, match="unusable thresholds") as info:
+        model.load(path)
+    assert expect in str(info.value)

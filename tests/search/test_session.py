@@ -129,3 +129,29 @@ def test_the_portfolio_is_queued_first_in_a_new_study_only(synthetic, tmp_path, 
     again = _prepare(synthetic, tmp_path, cache, space=space, portfolio=True)
     assert len(again.study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == len(
         waiting)
+
+
+@pytest.mark.parametrize("space, expect", [
+    (SearchSpace(epochs=0), "epochs [0]"), (SearchSpace(sizes=(0,)), "sizes [0]"),
+    (SearchSpace(batch_sizes=(-8,)), "batch_sizes"), (SearchSpace(min_recall=2.0), "min_recall"),
+    (SearchSpace(), None)])
+def test_space_problem(space, expect):
+    from search.session import space_problem
+
+    problem = space_problem(space)
+    assert (problem is None) if expect is None else expect in problem
+
+
+def test_a_study_whose_split_cannot_be_saved_is_not_left_half_made(synthetic, tmp_path, cache,
+                                                                    monkeypatch):
+    from search import session as session_lib
+    from search.study import study_names
+
+    def unwritable(session):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(session_lib, "_save_split", unwritable)
+    with pytest.raises(StudyError, match="was not created"):
+        _prepare(synthetic, tmp_path, cache)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
+    assert "s" not in study_names(storage)

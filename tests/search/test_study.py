@@ -117,3 +117,22 @@ def test_samplers_and_pruners():
     assert isinstance(make_pruner("median", 5), optuna.pruners.MedianPruner)
     with pytest.raises(StudyError):
         make_sampler("grid", 0)
+
+
+def test_read_only_commands_do_not_create_a_mistyped_sqlite_file(tmp_path):
+    from search.study import open_existing_storage
+
+    db = tmp_path / "missing.db"
+    with pytest.raises(StudyError, match="does not exist"):
+        open_existing_storage(f"sqlite:///{db}")
+    assert not db.exists()
+    open_storage(f"sqlite:///{db}")
+    assert open_existing_storage(f"sqlite:///{db}") is not None
+
+
+def test_a_raw_at_in_the_password_is_masked_whole_and_explained():
+    url = "postgresql+psycopg2://u:secret@PW@db.example:5432/studies"
+    assert mask_url(url) == "postgresql+psycopg2://u:***@db.example:5432/studies"
+    with pytest.raises(StudyError, match="URL-encode the password") as info:
+        open_storage(url)
+    assert "secret" not in str(info.value) and "PW" not in str(info.value)

@@ -1,0 +1,31 @@
+"""The terminal side of a running study (cli.study): what --workers returns."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from cli import study as cli_study
+
+
+@pytest.mark.parametrize("codes, finished, expect", [
+    ([0, 0], 4, 0),
+    ([0, -9], 4, 0),  # a worker was killed, another ran its trial: the study holds its total
+    ([0, -9], 3, 1),  # ... and the total was not reached
+])
+def test_workers_exit_code_follows_the_study(codes, finished, expect, monkeypatch, capsys):
+    session = SimpleNamespace(study=object(), storage_url="sqlite:///x.db")
+    monkeypatch.setattr(cli_study, "start_workers", lambda *a, **k: [])
+    monkeypatch.setattr(cli_study, "supervise", lambda *a, **k: codes)
+    monkeypatch.setattr(cli_study, "n_finished", lambda study: finished)
+    assert cli_study.run_workers("run_study.py", [], session, 2, 4, None) == expect
+    err = capsys.readouterr().err
+    assert ("-9" in err) == (codes != [0, 0])
+
+
+def test_artifact_dir_problem(tmp_path):
+    (tmp_path / "artifacts").write_text("not a folder")
+    assert "--artifact-dir" in cli_study.artifact_dir_problem(f"sqlite:///{tmp_path / 's.db'}")
+    assert cli_study.artifact_dir_problem(f"sqlite:///{tmp_path / 'new' / 's.db'}") is None
+    assert cli_study.artifact_dir_problem("not a url ::") is None
