@@ -45,8 +45,9 @@ def run_in_process(session: Session, device: torch.device, n_trials: int, *,
                    timeout: float | None, deadline: float | None, figures: bool) -> None:
     """One worker with a bar for the study and one for the running trial's epochs."""
     with StudyProgress(session.study, n_trials) as progress, GracefulStop() as stop:
+        notes = dashboard_hook(session, figures=figures)
         objective = make_objective(session, device, on_epoch=progress.on_epoch,
-                                   on_result=[dashboard_hook(session, figures=figures)],
+                                   on_result=[notes], on_stop=[notes.stopped],
                                    deadline=deadline)
         run(session, objective, n_trials=n_trials, timeout=timeout,
             on_trial=progress.on_trial, stop=stop)
@@ -61,8 +62,9 @@ def run_worker(session: Session, device: torch.device, n_trials: int, *,
     print(f"started on {describe_device(device)}", flush=True)
     try:
         with GracefulStop() as stop:
-            objective = make_objective(session, device, deadline=deadline,
-                                       on_result=[dashboard_hook(session, figures=figures)])
+            notes = dashboard_hook(session, figures=figures)
+            objective = make_objective(session, device, deadline=deadline, on_result=[notes],
+                                       on_stop=[notes.stopped])
             run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
                 stop=stop)
     except KeyboardInterrupt:

@@ -546,6 +546,8 @@ class _Layers:
         return out
 
 
+# One pass over the six illuminations (about 100 lines): each channel's formula sits next to
+# the others so that their differences (what NORMAL shows and the colours do not) stay visible.
 def _render(sc: _Scene, size: int, logo: bool = True) -> np.ndarray:
     """Render a scene into a ``(size, size, 6)`` uint8 array."""
     rng = np.random.default_rng(sc.noise_seed)
@@ -879,6 +881,9 @@ def _check_args(n: int, size: int, rates: dict[str, float], pack_size: int, work
         raise ValueError(f"--workers must be at least 1, got {workers}")
 
 
+# Long (about 120 lines) because it is the one place that checks the arguments, plans the
+# labels, renders in parallel and writes the files in the order that keeps an interrupted run
+# from looking complete (labels last); each step is a call to a helper above.
 def generate(
     out_dir: str | Path,
     n: int = 200,

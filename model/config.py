@@ -22,6 +22,9 @@ N_OUTPUTS: dict[str, int] = {"binary": 1, "multilabel": 2, "multiclass": 4}
 ACTIVATIONS: tuple[str, ...] = ("relu", "silu", "swish", "gelu", "leaky_relu", "mish")
 POOLS: tuple[str, ...] = ("max", "avg")
 HEAD_POOLS: tuple[str, ...] = ("avg", "max", "flatten")
+STEMS: tuple[str, ...] = ("single", "split")
+"""``split``: NORMAL (relief) and the other channels (ink) each get their own first block."""
+RELIEF = "NORMAL"
 KERNEL_SIZES: tuple[int, ...] = (3, 5, 7)
 MIN_DEPTH, MAX_DEPTH = 2, 6
 MIN_CONVS, MAX_CONVS = 1, 3
@@ -40,6 +43,10 @@ def _is_number(value: Any) -> bool:
 class CNNConfig:
     """A plain VGG-style CNN: ``depth`` conv blocks, each followed by a 2x2 pool, then a head.
 
+    With ``stem='split'`` the first block is two: one for NORMAL (surface relief, where
+    physical defects show) and one for the other channels (ink), each half as wide, joined
+    after the first pool, so that five ink channels cannot drown the one relief channel.
+
     Lists given for the tuple fields are turned into tuples, and numpy scalars into Python
     numbers, so that configs coming from JSON or an Optuna trial compare and hash normally.
     Every field is validated; an invalid combination raises ``ValueError``.
@@ -57,6 +64,7 @@ class CNNConfig:
     dense_width: int = 128
     dense_dropout: float = 0.2
     task: str = "multilabel"
+    stem: str = "single"
 
     def __post_init__(self) -> None:
         self._normalise_types()
@@ -154,6 +162,14 @@ class CNNConfig:
             )
         if self.task not in TASKS:
             raise ValueError(f"CNNConfig.task {self.task!r} is unknown; known: {list(TASKS)}")
+        if self.stem not in STEMS:
+            raise ValueError(f"CNNConfig.stem {self.stem!r} is unknown; known: {list(STEMS)}")
+        if self.stem == "split" and (RELIEF not in self.channels or len(self.channels) < 2):
+            raise ValueError(f"CNNConfig.stem 'split' gives {RELIEF} and the other channels "
+                             f"their own first block; it needs {RELIEF} and at least one other "
+                             f"channel, not {list(self.channels)}")
+        if self.stem == "split" and self.widths[0] < 2:
+            raise ValueError("CNNConfig.stem 'split' halves the first width; it must be >= 2")
 
     @property
     def depth(self) -> int:
@@ -169,6 +185,12 @@ class CNNConfig:
     def n_outputs(self) -> int:
         """Number of logits: 1 (binary), 2 (multilabel) or 4 (multiclass)."""
         return N_OUTPUTS[self.task]
+
+    @property
+    def stem_widths(self) -> tuple[int, int]:
+        """Channels of the ink and the relief first block of a split stem (together the first
+        width)."""
+        return self.widths[0] - self.widths[0] // 2, self.widths[0] // 2
 
     @property
     def feature_size(self) -> int:

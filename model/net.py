@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .config import CNNConfig
+from .config import RELIEF, CNNConfig
 
 LEAKY_SLOPE = 0.01
 """Negative slope of ``leaky_relu`` (PyTorch's default), also used for its Kaiming gain."""
@@ -36,6 +36,42 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def conv_block(cfg: CNNConfig, in_ch: int, width: int, k: int) -> nn.Sequential:
+    """``convs_per_block`` x (conv, BatchNorm, activation), then the 2x2 pool (and dropout)."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for c in range(cfg.convs_per_block):
+        # No conv bias: the BatchNorm right after it has its own shift.
+        layers[f"conv{c}"] = nn.Conv2d(in_ch, width, k, padding=k // 2, bias=False)
+        layers[f"bn{c}"] = nn.BatchNorm2d(width)
+        layers[f"act{c}"] = make_activation(cfg.activation)
+        in_ch = width
+    layers["pool"] = nn.MaxPool2d(2) if cfg.pool == "max" else nn.AvgPool2d(2)
+    if cfg.spatial_dropout > 0:
+        layers["drop"] = nn.Dropout2d(cfg.spatial_dropout)
+    return nn.Sequential(layers)
+
+
+class SplitStem(nn.Module):
+    """The first block of a split stem: ``ink`` sees every channel but NORMAL, ``relief``
+    sees NORMAL alone; their feature maps are stacked (ink first) after the first pool."""
+
+    def __init__(self, cfg: CNNConfig) -> None:
+        super().__init__()
+        names = list(cfg.channels)
+        relief = names.index(RELIEF)
+        self.register_buffer("ink_index", torch.tensor([i for i in range(len(names))
+                                                        if i != relief]), persistent=False)
+        self.register_buffer("relief_index", torch.tensor([relief]), persistent=False)
+        ink_w, relief_w = cfg.stem_widths
+        k = cfg.kernel_sizes[0]
+        self.ink = conv_block(cfg, len(names) - 1, ink_w, k)
+        self.relief = conv_block(cfg, 1, relief_w, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.ink(x.index_select(1, self.ink_index)),
+                          self.relief(x.index_select(1, self.relief_index))], dim=1)
+
+
 class InspectionCNN(nn.Module):
     """``features`` (conv blocks) followed by ``head`` (global pool or flatten, dense layers)."""
 
@@ -45,17 +81,9 @@ class InspectionCNN(nn.Module):
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
         in_ch = cfg.in_channels
         for b, (width, k) in enumerate(zip(cfg.widths, cfg.kernel_sizes, strict=True)):
-            layers: OrderedDict[str, nn.Module] = OrderedDict()
-            for c in range(cfg.convs_per_block):
-                # No conv bias: the BatchNorm right after it has its own shift.
-                layers[f"conv{c}"] = nn.Conv2d(in_ch, width, k, padding=k // 2, bias=False)
-                layers[f"bn{c}"] = nn.BatchNorm2d(width)
-                layers[f"act{c}"] = make_activation(cfg.activation)
-                in_ch = width
-            layers["pool"] = nn.MaxPool2d(2) if cfg.pool == "max" else nn.AvgPool2d(2)
-            if cfg.spatial_dropout > 0:
-                layers["drop"] = nn.Dropout2d(cfg.spatial_dropout)
-            blocks[f"block{b}"] = nn.Sequential(layers)
+            split = b == 0 and cfg.stem == "split"
+            blocks[f"block{b}"] = SplitStem(cfg) if split else conv_block(cfg, in_ch, width, k)
+            in_ch = width
         self.features = nn.Sequential(blocks)
 
         head: OrderedDict[str, nn.Module] = OrderedDict()
@@ -103,12 +131,17 @@ def complexity(cfg: CNNConfig) -> dict[str, int]:
     params = 0
     side = cfg.input_size
     in_ch = cfg.in_channels
-    for width, k in zip(cfg.widths, cfg.kernel_sizes, strict=True):
-        for _ in range(cfg.convs_per_block):
-            # 'same' padding (odd k, padding k//2) keeps the side length.
-            macs += side * side * width * in_ch * k * k
-            params += width * in_ch * k * k + 2 * width  # conv weight + BN affine
-            in_ch = width
+    # (input channels, width) of each parallel path of a block: two in a split stem's first
+    paths = ([(cfg.in_channels - 1, cfg.stem_widths[0]), (1, cfg.stem_widths[1])]
+             if cfg.stem == "split" else None)
+    for b, (width, k) in enumerate(zip(cfg.widths, cfg.kernel_sizes, strict=True)):
+        for path_in, path_w in (paths if b == 0 and paths else [(in_ch, width)]):
+            for _ in range(cfg.convs_per_block):
+                # 'same' padding (odd k, padding k//2) keeps the side length.
+                macs += side * side * path_w * path_in * k * k
+                params += path_w * path_in * k * k + 2 * path_w  # conv weight + BN affine
+                path_in = path_w
+        in_ch = width
         side //= 2
     n_in = in_ch if cfg.head_pool in ("avg", "max") else in_ch * side * side
     for n_out in ([cfg.dense_width] if cfg.dense_width > 0 else []) + [cfg.n_outputs]:
@@ -131,4 +164,5 @@ def describe(cfg: CNNConfig) -> str:
     head = f"{cfg.head_pool} head {cfg.dense_width if cfg.dense_width > 0 else 'linear'}"
     if cfg.dense_dropout > 0:
         head += f" drop{cfg.dense_dropout:.2g}"
-    return f"{body}, {head}, {cfg.task}, {cfg.in_channels}ch@{cfg.input_size}"
+    stem = " split stem (NORMAL apart)" if cfg.stem == "split" else ""
+    return f"{body}{stem}, {head}, {cfg.task}, {cfg.in_channels}ch@{cfg.input_size}"

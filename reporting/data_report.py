@@ -201,6 +201,7 @@ def _sample_ids(ids: Sequence[str], classes: Sequence[str], cls: str, n: int,
     return [members[i] for i in sorted(picked)]
 
 
+# About 80 lines: the report's tables and figures in the order report.md lists them.
 def analyze(data: EraserSet, out: str | Path, *, size: int = 128, samples: int = 4,
             k: int = 5, seed: int = 0, progress: Progress | None = None) -> Analysis:
     """Analyse a labelled :class:`EraserSet` and write the report folder ``out``.

@@ -13,6 +13,8 @@ from tqdm.auto import tqdm
 from search.study import n_finished
 from training.loop import EpochReport
 
+TRIAL_BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]"
+
 
 def trial_line(trial: FrozenTrial) -> str:
     """One line per finished trial: its state, score, epochs, time and architecture, or why it
@@ -52,8 +54,11 @@ class StudyProgress:
         if self.trial_bar is None or self._trial != number:
             self._close_trial()
             self._trial = number
+            # No rate: the bar is made at the end of the trial's first epoch, so tqdm's rate
+            # would start at thousands of epochs per second.
             self.trial_bar = self._bar(total=report.epochs, desc=f"trial {number}",
-                                       unit="epoch", leave=False, dynamic_ncols=True)
+                                       unit="epoch", leave=False, dynamic_ncols=True,
+                                       bar_format=TRIAL_BAR)
         self.trial_bar.update(1)
         self.trial_bar.set_postfix(loss=f"{report.train_loss:.3f}",
                                    score=f"{report.score:.3f}", best=f"{report.best_score:.3f}")

@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
+from optuna import visualization as vis
 from optuna.artifacts import upload_artifact
-from optuna_dashboard import get_note, save_note
+from optuna_dashboard import get_note, save_note, save_plotly_graph_object
 
 from data import EraserSet, Split
 from model import GRADED, PROB_NAMES, describe
@@ -57,16 +59,41 @@ class TrialReport:
         self.image_size = image_size
 
     def __call__(self, trial: optuna.Trial, result: TrainResult) -> None:
+        images = []
         if self.artifact_store is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 for path in render_figures(result, self.data, tmp, n_errors=self.n_errors,
                                            image_size=self.image_size,
                                            title=f"trial {trial.number}"):
-                    upload_artifact(artifact_store=self.artifact_store, file_path=str(path),
-                                    study_or_trial=trial, mimetype="image/png")
+                    images.append((path.stem.replace("_", " "), self._upload(trial, path)))
         save_note(trial, trial_note(trial.number, result,
                                     portfolio=trial.user_attrs.get("portfolio"),
-                                    found=trial.user_attrs.get("portfolio_found")))
+                                    found=trial.user_attrs.get("portfolio_found"),
+                                    images=images))
+        try:  # this trial is not COMPLETE yet: the charts count the ones before it
+            refresh_study_charts(trial.study)
+        except Exception:  # a chart must never cost the trial that was just trained
+            log.warning("could not refresh the study charts", exc_info=True)
+
+    def stopped(self, trial: optuna.Trial, reason: str, history: list[dict]) -> None:
+        """The note of a pruned or failed trial: why it stopped, and its curve so far."""
+        images = []
+        if self.artifact_store is not None and history:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    path = plots.compact_png(plots.training_curves(
+                        history, Path(tmp) / "curves.png", title=f"trial {trial.number}"))
+                    images.append(("curves", self._upload(trial, path)))
+                except Exception:  # never cost the study a trial for a figure
+                    log.warning("could not draw the curves of trial %d", trial.number,
+                                exc_info=True)
+        save_note(trial, stopped_note(trial.number, reason, history, images))
+
+    def _upload(self, trial: optuna.Trial, path: Path) -> str:
+        """Upload ``path`` as a trial artifact; returns the URL path a note links it by."""
+        artifact_id = upload_artifact(artifact_store=self.artifact_store, file_path=str(path),
+                                      study_or_trial=trial, mimetype="image/png")
+        return f"/artifacts/{trial.study._study_id}/{trial._trial_id}/{artifact_id}"
 
 
 def render_figures(result: TrainResult, data: EraserSet, out_dir: str | Path, *,
@@ -131,10 +158,28 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _figures(images: list[tuple[str, str]]) -> list[str]:
+    # optuna-dashboard renders a note's images at the note's full width (its artifact list
+    # only shows thumbnails): the figures come first, readable without a click.
+    return [line for name, url in images for line in (f"![{name}]({url})", "")]
+
+
+def stopped_note(number: int, reason: str, history: list[dict],
+                 images: list[tuple[str, str]] = ()) -> str:
+    """The markdown note of a pruned or failed trial."""
+    last = history[-1] if history else {}
+    scores = [h.get("val_graded_ap", math.nan) for h in history]
+    finite = [v for v in scores if math.isfinite(v)]
+    return "\n".join([f"## Trial {number}: stopped", "", f"**{reason}**", "", *_figures(images),
+                       f"{len(history)} epoch(s) trained; best validation graded AUC-PR "
+                       f"{_fmt(max(finite) if finite else None)}, last training loss "
+                       f"{_fmt(last.get('train_loss'))}."])
+
+
 def trial_note(number: int, result: TrainResult, *, portfolio: str | None = None,
-               found: str | None = None) -> str:
+               found: str | None = None, images: list[tuple[str, str]] = ()) -> str:
     """The markdown note of one finished trial (``portfolio``: the proven starting point it
-    replays, and how that was ``found``)."""
+    replays, and how that was ``found``; ``images``: (name, URL path) of its figures)."""
     m = result.metrics
     tc = result.config.train
     metric = tc.metric
@@ -151,6 +196,7 @@ def trial_note(number: int, result: TrainResult, *, portfolio: str | None = None
         f"## Trial {number}: {metric} {_fmt(result.score, 4)}",
         "",
         *start,
+        *_figures(images),
         f"`{describe(result.config.model)}`",
         "",
         f"**{result.params:,} parameters**, {result.macs / 1e6:.1f} M MACs per eraser; "
@@ -230,6 +276,37 @@ def dashboard_hook(session: Session, *, figures: bool = True) -> TrialReport:
     return TrialReport(session.data, session.artifact_store if figures else None)
 
 
+STUDY_CHARTS = ("top_importances", "top_parallel")  # graph ids: each refresh overwrites them
+TOP_PARAMS = 8
+CHART_EVERY = 3  # completed trials between refreshes: importances cost a fraction of a second
+
+
+def refresh_study_charts(study: optuna.Study, *, force: bool = False) -> bool:
+    """Save the importance of the top :data:`TOP_PARAMS` parameters and a parallel-coordinate
+    plot over them into the study for optuna-dashboard (its own plots show every one of the
+    space's ~30 parameters, most at 0.00, with overlapping labels). Runs every
+    :data:`CHART_EVERY` completed trials (always with ``force``); returns whether it drew."""
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if not force and (done < plots.IMPORTANCE_MIN_TRIALS or done % CHART_EVERY):
+        return False
+    importances, why_not = plots.param_importances(study)
+    if not importances:
+        log.info("no study charts yet: %s", why_not)
+        return False
+    top = list(importances)[:TOP_PARAMS]
+    metric = study.metric_names[0] if study.metric_names else "score"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        figures = (vis.plot_param_importances(study, params=top, target_name=metric),
+                   vis.plot_parallel_coordinate(study, params=top, target_name=metric))
+    figures[0].update_layout(title=f"Importance of the {len(top)} most important parameters "
+                             f"({plots.IMPORTANCE_METHOD}, {done} completed trials)")
+    figures[1].update_layout(title=f"Parallel coordinates of those {len(top)} parameters")
+    for graph_id, figure in zip(STUDY_CHARTS, figures, strict=True):
+        save_plotly_graph_object(study, figure, graph_object_id=graph_id)
+    return True
+
+
 def note_of(study_or_trial: optuna.Study | optuna.Trial | optuna.trial.FrozenTrial,
             study: optuna.Study | None = None) -> str:
     """The dashboard note of a study, a live trial, or a frozen trial of ``study``."""
@@ -240,5 +317,6 @@ def note_of(study_or_trial: optuna.Study | optuna.Trial | optuna.trial.FrozenTri
     return get_note(study_or_trial)
 
 
-__all__ = ("FIGURES", "TrialReport", "dashboard_hook", "note_of", "render_figures", "study_note",
-                          "trial_note", "worst_errors", "write_study_note")
+__all__ = ("FIGURES", "TrialReport", "dashboard_hook", "note_of", "refresh_study_charts",
+           "render_figures", "stopped_note", "study_note", "trial_note", "worst_errors",
+           "write_study_note")

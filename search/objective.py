@@ -40,6 +40,8 @@ class TrialFailed(Exception):
 
 EpochHook = Callable[[int, EpochReport], None]
 TrialHook = Callable[[optuna.Trial, TrainResult], None]
+StopHook = Callable[[optuna.Trial, str, list[dict]], None]  # (trial, why, epochs so far)
+COMPARED = ("_ap", "_auroc", "_f1")  # with threshold_*: the metrics kept as user attributes
 
 
 class Objective:
@@ -49,7 +51,8 @@ class Objective:
                  device: str | torch.device = "cpu",
                  artifact_store: optuna.artifacts.FileSystemArtifactStore | None = None,
                  flagged: Sequence[str] = (), on_epoch: EpochHook | None = None,
-                 on_result: Sequence[TrialHook] = (), deadline: float | None = None):
+                 on_result: Sequence[TrialHook] = (), on_stop: Sequence[StopHook] = (),
+                 deadline: float | None = None):
         self.data = data
         self.split = split
         self.space = space
@@ -58,6 +61,7 @@ class Objective:
         self.flagged = tuple(flagged)
         self.on_epoch = on_epoch
         self.on_result = list(on_result)
+        self.on_stop = list(on_stop)  # pruned or failed trials: why, and the curve so far
         self.deadline = deadline  # time.monotonic() after which a running trial ends early
         self.data_hash = data.data_hash
         self._train_data: dict[int, TrainData] = {}
@@ -75,7 +79,10 @@ class Objective:
         data = self.train_data(config.model.input_size)
         metric = config.train.metric
 
+        rows: list[dict] = []
+
         def report(r: EpochReport) -> None:
+            rows.append(r.row())
             # The pruner sees the best score so far, not the epoch's: on a validation split of
             # a few hundred noisy labels single epochs jump, and the run keeps its best epoch
             # anyway. An undefined score (a class absent from validation) counts as the worst.
@@ -86,6 +93,7 @@ class Objective:
                 reason = f"pruned at epoch {r.epoch}: best {metric} {r.best_score:.4f}"
                 trial.set_user_attr("stop_reason", reason)
                 trial.set_user_attr("epochs_run", r.epoch)
+                self._stopped(trial, reason, rows)
                 raise optuna.TrialPruned(reason)
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 raise StopTraining(f"the study's budget ran out at epoch {r.epoch}")
@@ -104,28 +112,39 @@ class Objective:
         if failure is not None:
             # Outside the handler: the exception and the frames holding its tensors are gone,
             # so the memory can really be freed before the next trial.
-            self._fail(trial, failure)
+            self._fail(trial, failure, rows)
         if not math.isfinite(result.score):
             self._fail(trial, f"{metric} is undefined on the validation split (a class has "
-                       "no example there); use a larger validation fraction")
+                       "no example there); use a larger validation fraction", rows)
         self._record(trial, result)
         for hook in self.on_result:  # e.g. figures and notes for the dashboard
             hook(trial, result)
         return result.score
 
-    def _fail(self, trial: optuna.Trial, reason: str) -> None:
+    def _fail(self, trial: optuna.Trial, reason: str, rows: list[dict]) -> None:
         # Free what the failed run held before the next trial allocates again.
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         trial.set_user_attr("fail_reason", reason)
+        self._stopped(trial, reason, rows)
         raise TrialFailed(reason) from None
+
+    def _stopped(self, trial: optuna.Trial, reason: str, rows: list[dict]) -> None:
+        for hook in self.on_stop:
+            try:
+                hook(trial, reason, rows)
+            except Exception:  # a note must never turn a pruned trial into a crash
+                log.warning("the stop hook of trial %d failed", trial.number, exc_info=True)
 
     def _record(self, trial: optuna.Trial, result: TrainResult) -> None:
         # No copy of the whole configuration: search.space.trial_config replays it from the
         # parameters and the stored space, and a JSON column would swamp the dashboard.
+        # What a person compares across trials, to 4 significant digits; the rest (precision,
+        # recall, balanced accuracy) is in the trial's note and its checkpoint's val_metrics.
         attrs = {
-            **{k: round(v, 6) for k, v in result.metrics.items() if math.isfinite(v)},
+            **{k: float(f"{v:.4g}") for k, v in result.metrics.items()
+               if math.isfinite(v) and (k.endswith(COMPARED) or k.startswith("threshold_"))},
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "params": result.params, "macs": result.macs,
             "seconds": round(result.seconds, 2), "stop_reason": result.stop_reason,

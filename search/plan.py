@@ -28,6 +28,15 @@ DEMO_BUDGET = 4 * 60  # the demo shows a whole search, export and test score in 
 TRIALS_PER_FULL = 6  # the budget stops the study; this only caps the trials (most are pruned)
 
 
+# What small budgets cannot afford to explore: choices that lost in every comparison of the
+# portfolio search (multiclass heads, max-pooled and dense heads, 5x5 kernels after the first
+# block, learning rates of 1e-3 and 1e-2 against 3e-3; bench/RESULTS.md, "Proven starting
+# points"). A search of a handful of full trials spends them better on what matters.
+FOCUSED = {"tasks": ("multilabel",), "kernels_first": (3, 5), "kernels_rest": (3,),
+           "dense_widths": (0,), "head_pools": ("avg",), "optimizers": ("adamw",),
+           "lr": (1.5e-3, 6e-3)}
+
+
 @dataclass(frozen=True)
 class Tier:
     """One rung of the fidelity ladder: the bounds of a search space."""
@@ -38,9 +47,12 @@ class Tier:
     base_widths: tuple[int, ...]
     batch_sizes: tuple[int, ...]
     epochs: int
+    focused: bool = False  # the FOCUSED choices instead of the whole space
 
     def space(self, **overrides: object) -> SearchSpace:
-        bounds = {k: v for k, v in asdict(self).items() if k != "name"}
+        bounds = {k: v for k, v in asdict(self).items() if k not in ("name", "focused")}
+        if self.focused:
+            bounds.update(FOCUSED)
         patience = max(3, int(overrides.get("epochs", self.epochs)) // 4)
         return SearchSpace(**{**bounds, "patience": patience, **overrides})
 
@@ -48,12 +60,12 @@ class Tier:
 # Cheapest first. Small inputs train many more epochs per minute, and at CPU budgets that
 # buys more than pixels (bench/RESULTS.md, "Time to quality"); the larger rungs are for GPUs.
 TIERS: tuple[Tier, ...] = (
-    Tier("xs", sizes=(64,), depth=(3, 3), base_widths=(8, 16), batch_sizes=(16, 32),
-         epochs=40),
+    Tier("xs", sizes=(48, 64), depth=(3, 3), base_widths=(8, 16), batch_sizes=(16, 32),
+         epochs=60, focused=True),
     Tier("s", sizes=(64, 96), depth=(3, 4), base_widths=(16, 24), batch_sizes=(16, 32),
-         epochs=30),
+         epochs=40, focused=True),
     Tier("m", sizes=(96, 128), depth=(3, 5), base_widths=(16, 24, 32),
-         batch_sizes=(16, 32, 64), epochs=30),
+         batch_sizes=(16, 32, 64), epochs=30, focused=True),
     Tier("l", sizes=(128, 160), depth=(3, 5), base_widths=(16, 24, 32, 48),
          batch_sizes=(32, 64, 128), epochs=30),
     Tier("xl", sizes=(160, 224), depth=(4, 6), base_widths=(24, 32, 48),
@@ -146,7 +158,7 @@ def plan_study(budget: float, budget_source: str, device: str | torch.device, *,
                                    ("epochs", epochs)) if v is not None}
     said = tuple(f"--{k} {' '.join(map(str, v)) if isinstance(v, tuple) else v} wins over "
                  "the plan" for k, v in overrides.items())
-    common = {f: getattr(base, f) for f in ("tasks", "channel_sets", "metric", "threshold",
+    common = {f: getattr(base, f) for f in ("channel_sets", "metric", "threshold",
                                              "min_recall", "noise_aware", "seed")}
 
     def space_of(t: Tier) -> SearchSpace:

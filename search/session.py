@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ from training.loop import EpochReport, TrainResult
 
 log = logging.getLogger(__name__)
 
+METRIC_NAMES = {"graded_ap": "validation graded AUC-PR", "defect_ap": "validation defect AUC-PR",
+                "graded_f1": "validation graded F1"}
 TEST_FRACTION = 0.15
 MIN_FOR_TEST = 500
 Planner = Callable[[int, int, str], Plan]  # (n_train, n_val, label kind) -> plan
@@ -154,6 +157,10 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     study, resumed = create_or_resume(
         study_name, storage, sampler=make_sampler(sampler, seed + worker_index),
         pruner=make_pruner(pruner, space.epochs), attrs=attrs)
+    if not resumed:  # optuna-dashboard labels its charts with it ("Objective 0" otherwise)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES.get(space.metric, space.metric)])
     if resumed and study.user_attrs.get("flagged_hash") != flagged_hash(flagged):
         raise StudyError(
             f"study {study_name!r} was run with {study.user_attrs.get('n_flagged', 0)} flagged "
@@ -278,14 +285,17 @@ def _save_split(session: Session) -> None:
 def make_objective(session: Session, device: torch.device, *,
                    on_epoch: Callable[[int, EpochReport], None] | None = None,
                    on_result: Sequence[Callable[[optuna.Trial, TrainResult], None]] = (),
+                   on_stop: Sequence[Callable[[optuna.Trial, str, list[dict]], None]] = (),
                    flagged: Sequence[str] = (), deadline: float | None = None) -> Objective:
     """The study's objective; ``on_result`` hooks run after each finished trial is recorded
-    (the dashboard's notes and figures: ``reporting.trial_report.dashboard_hook``). A trial
+    (the dashboard's notes and figures: ``reporting.trial_report.dashboard_hook``), the
+    ``on_stop`` hooks after a trial is pruned or fails (its ``stopped`` method). A trial
     still running at ``deadline`` (``time.monotonic()``) ends after its epoch, keeping its
     best epoch."""
     return Objective(session.data, session.split, session.space, device=device,
                      artifact_store=session.artifact_store, flagged=flagged or session.flagged,
-                     on_epoch=on_epoch, on_result=on_result, deadline=deadline)
+                     on_epoch=on_epoch, on_result=on_result, on_stop=on_stop,
+                     deadline=deadline)
 
 
 def run(session: Session, objective: Objective, *, n_trials: int,

@@ -20,7 +20,8 @@ from training.config import RunConfig, TrainConfig
 
 ACTIVATIONS = ("relu", "silu", "gelu", "leaky_relu", "mish")
 DEFAULT_CHANNEL_SETS = ("gray_normal", "gray_w_normal", "all")
-ADDED_LATER = {"flips": True}  # parameter -> the value trials had before it was searched
+# Parameters added to the space later -> the value trials recorded before them had.
+ADDED_LATER = {"flips": True, "stem": "single"}
 MIN_FEATURE_MAP = 2  # never pool below 2x2 before the head
 MAX_WIDTH = 512
 
@@ -34,6 +35,13 @@ class SearchSpace:
     base_widths: tuple[int, ...] = (16, 24, 32, 48)
     batch_sizes: tuple[int, ...] = (32, 64, 128)
     tasks: tuple[str, ...] = ("multilabel", "multiclass")
+    kernels_first: tuple[int, ...] = (3, 5, 7)
+    kernels_rest: tuple[int, ...] = (3, 5)
+    dense_widths: tuple[int, ...] = (0, 64, 128, 256)
+    head_pools: tuple[str, ...] = ("avg", "max")
+    stems: tuple[str, ...] = ("single", "split")  # split: NORMAL gets its own first block
+    optimizers: tuple[str, ...] = ("adamw", "sgd")
+    lr: tuple[float, float] = (1e-4, 3e-2)
     # Every default set sees relief (NORMAL: physical defects) and ink (print defects); a
     # set without NORMAL is blind to physical defects and stays available on request only.
     channel_sets: tuple[str, ...] = DEFAULT_CHANNEL_SETS
@@ -87,10 +95,14 @@ def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunC
     depth = max(2, min(depth, max_depth_for(size)))
     base = trial.suggest_categorical("base_width", list(space.base_widths))
     growth = trial.suggest_categorical("width_growth", [1.5, 2.0])
-    kernel_first = trial.suggest_categorical("kernel_first", [3, 5, 7])
-    kernel_rest = trial.suggest_categorical("kernel_rest", [3, 5])
-    dense_width = trial.suggest_categorical("dense_width", [0, 64, 128, 256])
+    kernel_first = trial.suggest_categorical("kernel_first", list(space.kernels_first))
+    kernel_rest = trial.suggest_categorical("kernel_rest", list(space.kernels_rest))
+    dense_width = trial.suggest_categorical("dense_width", list(space.dense_widths))
     task = trial.suggest_categorical("task", list(space.tasks))
+    # A split stem gives NORMAL its own first block, so that the ink channels cannot drown
+    # the relief; it only means something when both are there.
+    split_able = "NORMAL" in channels and len(channels) > 1
+    stem = trial.suggest_categorical("stem", list(space.stems)) if split_able else "single"
     model = CNNConfig(
         channels=channels,
         input_size=size,
@@ -100,13 +112,14 @@ def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunC
         activation=trial.suggest_categorical("activation", list(ACTIVATIONS)),
         pool=trial.suggest_categorical("pool", ["max", "avg"]),
         spatial_dropout=trial.suggest_float("spatial_dropout", 0.0, 0.3),
-        head_pool=trial.suggest_categorical("head_pool", ["avg", "max"]),
+        head_pool=trial.suggest_categorical("head_pool", list(space.head_pools)),
         dense_width=dense_width,
         dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.5) if dense_width else 0.0,
         task=task,
+        stem=stem,
     )
 
-    optimizer = trial.suggest_categorical("optimizer", ["adamw", "sgd"])
+    optimizer = trial.suggest_categorical("optimizer", list(space.optimizers))
     loss = trial.suggest_categorical("loss", ["bce", "focal"])
     imbalance = trial.suggest_categorical("imbalance", ["weighted", "balanced", "none"])
     weight = trial.suggest_float("weight_strength", 0.25, 1.5) if imbalance == "weighted" else 0
@@ -114,7 +127,7 @@ def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunC
         epochs=space.epochs,
         batch_size=trial.suggest_categorical("batch_size", list(space.batch_sizes)),
         optimizer=optimizer,
-        lr=trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+        lr=trial.suggest_float("lr", *space.lr, log=True),
         weight_decay=trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
         schedule=trial.suggest_categorical("schedule", ["cosine", "onecycle"]),
         loss=("ce" if task == "multiclass" and loss == "bce" else loss),

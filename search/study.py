@@ -185,8 +185,10 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         if name == "tpe":
             # multivariate + group model the conditional parameters jointly; the constant
             # liar keeps parallel workers from sampling the same point
+            # 5 start-up trials, not Optuna's 10: a CPU budget holds a few dozen trials,
+            # and the portfolio's proven starting points count among them
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              constant_liar=True)
+                                              constant_liar=True, n_startup_trials=5)
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "gp":

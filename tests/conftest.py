@@ -11,8 +11,10 @@ import torch
 
 from tests.postgres_fixture import postgres_cluster, postgres_url  # noqa: F401 (fixtures)
 
-# Two cores on CI: keep torch from oversubscribing them in every test process.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores on CI: keep torch from oversubscribing them in every test process (or the cores
+# this process may use, when it is pinned to fewer).
+torch.set_num_threads(min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1))
 
 CODES = ("0_0", "0_1", "1_0", "1_1")
 

@@ -59,6 +59,23 @@ CONFIGS = {
         dense_dropout=0.0,
         task="multiclass",
     ),
+    "d3-split-stem-multilabel": CNNConfig(
+        input_size=32,
+        widths=(9, 16, 16),  # odd: the ink half gets the extra channel
+        kernel_sizes=(5, 3, 3),
+        convs_per_block=2,
+        stem="split",
+        task="multilabel",
+    ),
+    "d2-split-stem-gray-normal-binary": CNNConfig(
+        channels=("GRAY", "NORMAL"),
+        input_size=24,
+        widths=(8, 8),
+        kernel_sizes=(3, 3),
+        convs_per_block=1,
+        stem="split",
+        task="binary",
+    ),
     "d2-swish-maxhead-multilabel": CNNConfig(
         input_size=33,  # odd size: floor pooling must be accounted for everywhere
         widths=(8, 16),
@@ -103,14 +120,18 @@ def test_one_batchnorm_per_conv(cfg):
     net = build_model(cfg)
     n_conv = sum(isinstance(m, nn.Conv2d) for m in net.modules())
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
-    assert n_conv == n_bn == cfg.depth * cfg.convs_per_block
+    paths = cfg.depth + (cfg.stem == "split")  # a split stem's first block is two
+    assert n_conv == n_bn == paths * cfg.convs_per_block
     assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Conv2d))
 
 
 def test_readable_names(cfg):
     names = dict(build_model(cfg).named_modules())
-    assert isinstance(names["features.block0.conv0"], nn.Conv2d)
-    assert isinstance(names["features.block0.bn0"], nn.BatchNorm2d)
+    first = ["features.block0.ink.", "features.block0.relief."] if cfg.stem == "split" else [
+        "features.block0."]
+    for prefix in first:
+        assert isinstance(names[f"{prefix}conv0"], nn.Conv2d)
+        assert isinstance(names[f"{prefix}bn0"], nn.BatchNorm2d)
     assert isinstance(names[f"features.block{cfg.depth - 1}.pool"], nn.MaxPool2d | nn.AvgPool2d)
     assert isinstance(names["head.out"], nn.Linear)
 
@@ -178,3 +199,29 @@ def test_build_is_pure_and_seeded():
     torch.manual_seed(1)
     b = build_model(cfg).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_split_stem_keeps_relief_apart_from_ink():
+    cfg = CONFIGS["d3-split-stem-multilabel"]
+    net = build_model(cfg).eval()
+    stem = net.features.block0
+    assert stem.ink[0].in_channels == 5 and stem.relief[0].in_channels == 1
+    assert (stem.ink[0].out_channels, stem.relief[0].out_channels) == (5, 4) == cfg.stem_widths
+    x = _batch(cfg, 2)
+    moved = x.clone()
+    moved[:, 5] += 1.0  # NORMAL only: reaches the network through the relief path alone
+    with torch.no_grad():
+        ink_a, ink_b = stem.ink(x[:, :5]), stem.ink(moved[:, :5])
+        assert torch.equal(ink_a, ink_b) and not torch.equal(net(x), net(moved))
+    assert "split stem" in describe(cfg)
+    assert not any("index" in k for k in net.state_dict())  # rebuilt from the config
+
+
+def test_a_split_stem_needs_normal_and_another_channel():
+    with pytest.raises(ValueError, match="split"):
+        CNNConfig(channels=("GRAY", "G"), stem="split")
+    with pytest.raises(ValueError, match="split"):
+        CNNConfig(channels=("NORMAL",), stem="split")
+    with pytest.raises(ValueError, match="stem"):
+        CNNConfig(stem="double")
+

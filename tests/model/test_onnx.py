@@ -82,3 +82,15 @@ def test_compare_catches_a_different_model(exported):
     check = compare_onnx(other, session, random_images(2, SOURCE, seed=7))
     assert not check.ok and check.max_diff > 1e-3
 
+
+def test_a_split_stem_exports_and_matches(tmp_path):
+    torch.manual_seed(1)
+    cfg = model.CNNConfig(input_size=32, widths=(8, 16), kernel_sizes=(3, 3),
+                          convs_per_block=1, dense_width=0, stem="split", task="multilabel")
+    m = model.InspectionModel(model.build_model(cfg).eval(), cfg, [0.4] * 6, [0.2] * 6,
+                              THRESHOLDS)
+    m.meta = {"source_size": SOURCE}
+    path = export_onnx(m.eval(), tmp_path / "split.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert compare_onnx(m, session, random_images(4, SOURCE, seed=2), name="random").ok
+

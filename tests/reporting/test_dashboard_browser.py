@@ -182,6 +182,8 @@ def test_the_user_watches_a_study(chromium, studies, server, page, tmp_path):
     card = page.locator(".MuiCard-root", has_text="Intermediate values")
     card.locator(".js-plotly-plot g.scatterlayer g.trace").first.wait_for()
     assert card.locator("g.scatterlayer g.trace").count() >= len(done)
+    # the charts say what is optimised, not "Objective 0"
+    page.get_by_text("validation graded AUC-PR").first.wait_for()
     page.screenshot(path=tmp_path / "study.png", full_page=True)
 
     # trials table: every finished trial with its user attributes as columns
@@ -205,12 +207,21 @@ def test_the_user_watches_a_study(chromium, studies, server, page, tmp_path):
         page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=img.element_handle())
     # not full_page: the long `config` attribute makes the page thousands of pixels wide
     page.screenshot(path=tmp_path / "trial.png")
+    # ... and the same figures in the note, at the note's width: readable without a click
+    curves = page.locator('img[alt="curves"]').first
+    curves.wait_for()
+    curves.scroll_into_view_if_needed()
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0",
+                           arg=curves.element_handle())
+    assert curves.evaluate("i => i.naturalWidth") >= 600
+    assert curves.bounding_box()["width"] >= 600
+    page.screenshot(path=tmp_path / "trial_note.png")
 
     # the study note
     page.goto(f"{server}/dashboard/studies/{sid}/note")
     page.get_by_text(session.split.hash).first.wait_for()
     page.screenshot(path=tmp_path / "study_note.png")
-    assert len(list(tmp_path.glob("*.png"))) == 4
+    assert len(list(tmp_path.glob("*.png"))) == 5
 
 
 def test_a_study_of_120_trials_loads(chromium, studies, server, page, tmp_path):

@@ -113,3 +113,34 @@ def test_the_hook_writes_only_the_note_without_an_artifact_store(synthetic_set):
     trial = study.ask()
     TrialReport(synthetic_set, None)(trial, _result(synthetic_set.ids))
     assert note_of(trial).startswith(f"## Trial {trial.number}: graded_ap 0.6100")
+
+
+def test_a_stopped_trial_s_note_says_why_and_shows_its_curve():
+    from reporting.trial_report import stopped_note
+
+    note = stopped_note(4, "pruned at epoch 10: best graded_ap 0.3900",
+                        [{"val_graded_ap": 0.31, "train_loss": 0.9},
+                         {"val_graded_ap": 0.39, "train_loss": 0.7}],
+                        [("curves", "/artifacts/1/2/abc")])
+    assert "**pruned at epoch 10" in note and "![curves](/artifacts/1/2/abc)" in note
+    assert "2 epoch(s) trained" in note and "0.390" in note
+
+
+def test_study_charts_show_the_top_parameters_and_are_overwritten():
+    import optuna
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    from reporting.trial_report import STUDY_CHARTS, refresh_study_charts
+
+    def objective(trial):
+        return sum(trial.suggest_float(f"p{i}", 0, 1) * (i + 1) for i in range(12))
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=2)
+    assert not refresh_study_charts(study)  # 2 completed: not a multiple of the interval
+    study.optimize(objective, n_trials=4)
+    assert refresh_study_charts(study) and refresh_study_charts(study, force=True)
+    graphs = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
+    assert sorted(graphs) == sorted(STUDY_CHARTS)  # two charts, overwritten, not piled up
+    importance = graphs["top_importances"]
+    assert "8 most important" in importance and "p11" in importance

@@ -42,7 +42,8 @@ def test_trials_record_metrics_and_weights(setup):
                 "best_epoch", "epochs_run", "params", "seconds", "architecture"):
         assert key in t.user_attrs, key
     assert "config" not in t.user_attrs  # replayed, not stored (see trial_config)
-    assert t.value == pytest.approx(t.user_attrs["graded_ap"], abs=1e-6)
+    assert t.value == pytest.approx(t.user_attrs["graded_ap"], rel=1e-3)  # 4 significant digits
+    assert "graded_precision" not in t.user_attrs and "defect_recall" not in t.user_attrs
     assert sorted(t.intermediate_values) == [1, 2]
     path = tmp_path / "best.pth"
     download_artifact(artifact_store=store, artifact_id=t.user_attrs["checkpoint_artifact"],
@@ -126,3 +127,13 @@ def test_the_pruner_sees_the_best_score_so_far(setup):
     for t in study.trials:
         values = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
         assert values == sorted(values)  # never falls: a bad epoch is not held against it
+
+
+def test_a_pruned_trial_tells_the_stop_hooks_why_and_how_far_it_got(setup):
+    make_study, objective, *_ = setup
+    calls = []
+    objective.on_stop = [lambda trial, why, rows: calls.append((why, len(rows)))]
+    study = make_study(pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # prunes at once
+    run_trials(study, objective, n_trials=1, catch=(TrialFailed,))
+    assert study.trials[0].state == TrialState.PRUNED
+    assert calls == [(study.trials[0].user_attrs["stop_reason"], 1)]

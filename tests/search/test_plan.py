@@ -102,3 +102,14 @@ def test_every_rung_starts_from_at_least_one_proven_configuration():
     entries = load_portfolio()
     for tier in TIERS:
         assert any(fits(e.params, tier.space()) for e in entries), tier.name
+
+
+def test_small_rungs_search_only_the_levers_that_matter_and_large_ones_everything():
+    small, large = TIERS[0].space(), TIERS[-1].space()
+    assert small.tasks == ("multilabel",) and small.optimizers == ("adamw",)
+    assert small.kernels_rest == (3,) and small.head_pools == ("avg",)
+    wide = SearchSpace()
+    assert (large.tasks, large.optimizers, large.lr) == (wide.tasks, wide.optimizers, wide.lr)
+    # a space stored before these bounds existed loads with the whole space
+    stored = {k: v for k, v in small.to_dict().items() if k not in ("optimizers", "lr")}
+    assert SearchSpace.from_dict(stored).optimizers == wide.optimizers

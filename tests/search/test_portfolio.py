@@ -10,7 +10,7 @@ from search.plan import TIERS
 from search.portfolio import Entry, enqueue_portfolio, fits, load_portfolio
 from search.space import SearchSpace, suggest_config
 
-SMALL = TIERS[1].space()
+SMALL = TIERS[0].space()
 
 
 def test_every_entry_says_how_it_was_found_and_sees_relief_and_ink():

@@ -55,3 +55,14 @@ def test_helpers_and_round_trip():
     assert SearchSpace.from_dict(space.to_dict()) == space
     with pytest.raises(ValueError, match="channel set"):
         SearchSpace(channel_sets=("rgb",))
+
+
+def test_the_space_s_choices_bound_every_trial():
+    space = SearchSpace(sizes=(32,), depth=(2, 3), base_widths=(8,), batch_sizes=(16,),
+                        optimizers=("adamw",), lr=(1e-3, 2e-3), kernels_first=(3,),
+                        kernels_rest=(3,), dense_widths=(0,), tasks=("multilabel",))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(8):
+        config = suggest_config(study.ask(), space)
+        assert config.train.optimizer == "adamw" and 1e-3 <= config.train.lr <= 2e-3
+        assert set(config.model.kernel_sizes) == {3} and config.model.dense_width == 0
