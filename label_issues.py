@@ -139,6 +139,8 @@ def load_run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
     return config, source
 
 
+# A command's main (about 100 lines): check, load, estimate, cross-validate, rank, write and
+# print, in that order, each step one library call and the message that goes with it.
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)

@@ -34,17 +34,19 @@ from cli.checks import (
     bad_number,
     folder_problem,
 )
-from cli.common import HelpFormatter, fail, hold_on_exit, progress_bar, setup_logging
+from cli.common import HelpFormatter, fail, progress_bar, setup_logging
 from cli.study import (
     artifact_dir_problem,
-    print_plan,
+    ensure_demo_data,
+    print_session,
     print_summary,
     print_test_score,
     run_in_process,
     run_worker,
     run_workers,
+    serve_dashboard,
 )
-from data import DataError, SplitError, format_problems, format_summary
+from data import DataError, SplitError, format_problems
 from data.cache import default_cache_dir
 from data.noise import NoiseError, read_flagged
 from reporting import dashboard as dashboard_lib
@@ -53,8 +55,8 @@ from search.export import best_test_metrics
 from search.plan import DEFAULT_BUDGETS, DEMO_BUDGET, TIER_NAMES, parse_budget, planner
 from search.session import prepare
 from search.space import SearchSpace
-from search.study import PRUNERS, SAMPLERS, StudyError, mask_url, n_finished, storage_url
-from training.device import DeviceError, describe_device, threads_per_worker, worker_device
+from search.study import PRUNERS, SAMPLERS, StudyError, n_finished, storage_url
+from training.device import DeviceError, threads_per_worker, worker_device
 
 DEMO_DIR = Path("demo_data")
 # A quarter of the demo's defects are subtle (half in the default synthetic set), and a fifth
@@ -157,18 +159,6 @@ def check_flags(args: argparse.Namespace, url: str) -> str | None:
         else artifact_dir_problem(url))
 
 
-def ensure_demo_data(folder: Path) -> None:
-    if (folder / "labels_multiclass.csv").exists():
-        return
-    # Here, not at the top: the renderer (scipy, fonts) costs about a second to import and
-    # only the demo's first run needs it.
-    from data.synth import generate
-
-    print(f"making the synthetic demo set in {folder}/ (once) ...")
-    generate(folder, n=DEMO["n"], seed=DEMO["seed"], subtle_rate=DEMO["subtle_rate"],
-             force=True)  # force: redo an interrupted one
-
-
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()  # the budget counts from here: loading and planning too
     args = build_parser().parse_args(argv)
@@ -211,7 +201,7 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
                    announce=None if worker else lambda: print(
                        "plan    timing the search space's networks here ...", flush=True))
     if demo:
-        ensure_demo_data(DEMO_DIR)
+        ensure_demo_data(DEMO_DIR, **{k: DEMO[k] for k in ("n", "seed", "subtle_rate")})
     data_path = DEMO_DIR if demo else Path(args.data)
     test_fraction = DEMO["test_fraction"] if demo and args.test_fraction is None \
         else args.test_fraction
@@ -245,21 +235,14 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
         return run_worker(session, device, n_trials, timeout=timeout, deadline=deadline,
                           figures=args.trial_figures)
 
-    print(format_summary(session.data.summary()))
-    state = ("resumed" if session.resumed
-             else "new; the dry run does not create it" if args.dry_run else "new")
-    print(f"\nstudy   {study_name} ({state}) in {mask_url(url)}")
-    print(f"split   {len(session.split.train_ids())} train / {len(session.split.val_ids())} "
-          f"validation / {len(session.split.test)} test erasers, hash {session.split.hash}")
-    print(f"device  {describe_device(device)}")
-    print_plan(session.plan, session, budget, source)
-    for note in session.notes:
-        print(f"note    {note}")
+    print_session(session, study_name, url, device, budget, source, dry_run=args.dry_run)
     # A finished study shows in the dashboard for no time unless it is kept.
     if not args.dry_run and (args.keep_dashboard or (args.dashboard and done < n_trials)):
-        code = serve_dashboard(args, url, session, cleanup)
-        if code:
-            return code
+        try:
+            serve_dashboard(session, url, cleanup, host=args.dashboard_host,
+                            port=args.dashboard_port, keep=args.keep_dashboard)
+        except dashboard_lib.DashboardError as exc:
+            return fail(f"{exc} Nothing was trained.")
     else:
         print(f"\nWatch it live:  {session.dashboard_command()}   (in a second terminal)")
     if done >= n_trials:
@@ -293,24 +276,6 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
         if scored is not None:
             print_test_score(*scored)
     return code
-
-
-def serve_dashboard(args: argparse.Namespace, url: str, session,
-                    cleanup: contextlib.ExitStack) -> int:
-    """Start optuna-dashboard for the run (stopped with it unless --keep-dashboard)."""
-    warning = dashboard_lib.exposure_warning(args.dashboard_host, args.dashboard_port)
-    if warning:
-        print(warning, file=sys.stderr)
-    try:
-        board = cleanup.enter_context(dashboard_lib.start(
-            url, session.artifact_dir, host=args.dashboard_host, port=args.dashboard_port))
-    except dashboard_lib.DashboardError as exc:
-        return fail(f"{exc} Nothing was trained.")
-    if args.keep_dashboard:
-        cleanup.push(hold_on_exit(board))
-    print(f"\nWatch it live:  {board.study_url(session.study)}  (optuna-dashboard; "
-          f"{'kept after the study' if args.keep_dashboard else 'stops with the study'})")
-    return 0
 
 
 if __name__ == "__main__":

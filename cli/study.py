@@ -4,16 +4,21 @@ means next to chance."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+from pathlib import Path
 
 import optuna
 import torch
 from tqdm.auto import tqdm
 
 from cli.checks import folder_problem
+from cli.common import hold_on_exit
+from data import format_summary
 from model import GRADED
+from reporting import dashboard as dashboard_lib
 from reporting.plots import LABELS
 from reporting.progress import StudyProgress, trial_line
 from reporting.trial_report import dashboard_hook
@@ -22,12 +27,55 @@ from search.session import Session, best_trials, make_objective, run
 from search.study import (
     GracefulStop,
     artifact_dir_for,
+    mask_url,
     n_finished,
     storage_for_commands,
     storage_url,
 )
 from search.workers import start_workers, supervise, without_storage
 from training.device import describe_device
+
+
+def ensure_demo_data(folder: Path, *, n: int, seed: int, subtle_rate: float) -> None:
+    """The demo's synthetic delivery in ``folder``, made once (an interrupted one again)."""
+    if (folder / "labels_multiclass.csv").exists():
+        return
+    # Here, not at the top: the renderer (scipy, fonts) costs about a second to import and
+    # only the demo's first run needs it.
+    from data.synth import generate
+
+    print(f"making the synthetic demo set in {folder}/ (once) ...")
+    generate(folder, n=n, seed=seed, subtle_rate=subtle_rate, force=True)
+
+
+def print_session(session: Session, name: str, url: str, device: torch.device, budget: float,
+                  source: str, *, dry_run: bool) -> None:
+    """The data, the study, the split, the device, the plan and the session's notes."""
+    print(format_summary(session.data.summary()))
+    state = ("resumed" if session.resumed
+             else "new; the dry run does not create it" if dry_run else "new")
+    print(f"\nstudy   {name} ({state}) in {mask_url(url)}")
+    print(f"split   {len(session.split.train_ids())} train / {len(session.split.val_ids())} "
+          f"validation / {len(session.split.test)} test erasers, hash {session.split.hash}")
+    print(f"device  {describe_device(device)}")
+    print_plan(session.plan, session, budget, source)
+    for note in session.notes:
+        print(f"note    {note}")
+
+
+def serve_dashboard(session: Session, url: str, cleanup: contextlib.ExitStack, *, host: str,
+                    port: int, keep: bool) -> None:
+    """Start optuna-dashboard for the run, stopped with it unless ``keep``; raises
+    ``DashboardError``."""
+    warning = dashboard_lib.exposure_warning(host, port)
+    if warning:
+        print(warning, file=sys.stderr)
+    board = cleanup.enter_context(dashboard_lib.start(url, session.artifact_dir, host=host,
+                                                      port=port))
+    if keep:
+        cleanup.push(hold_on_exit(board))
+    print(f"\nWatch it live:  {board.study_url(session.study)}  (optuna-dashboard; "
+          f"{'kept after the study' if keep else 'stops with the study'})")
 
 
 def print_plan(plan: Plan | None, session: Session, budget: float, source: str) -> None:

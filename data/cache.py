@@ -94,6 +94,8 @@ def cache_key(source: ImageSource, ids: list[str]) -> str:
     return h.hexdigest()[:24]
 
 
+# About 100 lines: reuse a complete cache, else decode every eraser in threads into a
+# memory map and publish it atomically; the steps share the cache folder's state.
 def build_store(source: ImageSource, ids: list[str], *, cache_dir: Path | None,
                 workers: int | None = None,
                 progress: Progress | None = None) -> tuple[ImageStore | None, list[Problem]]:

@@ -104,6 +104,8 @@ def study_attrs(data: EraserSet, split: Split, space: SearchSpace, data_path: st
     }
 
 
+# About 100 lines on purpose: the order is the contract (data, split, storage, plan, study,
+# split artifact, portfolio) so that every problem surfaces before anything is written.
 def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *,
             study_name: str, storage_url: str, space: SearchSpace | Planner,
             sampler: str = "tpe", pruner: str = "hyperband", seed: int = 0,

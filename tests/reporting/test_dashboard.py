@@ -12,6 +12,7 @@ from PIL import Image
 
 import dashboard as dashboard_command
 import run_study
+from cli import study as cli_study
 from reporting import dashboard, plots
 from reporting.trial_report import (
     FIGURES,
@@ -182,7 +183,7 @@ def test_run_study_serves_the_dashboard_and_stops_it(tiny_study, synthetic, monk
         return lambda *exc: held.append(board.running)
 
     monkeypatch.setattr(dashboard, "start", spy)
-    monkeypatch.setattr(run_study, "hold_on_exit", hold)
+    monkeypatch.setattr(cli_study, "hold_on_exit", hold)
     args = ["--data", str(synthetic), "--study", "tiny", "--storage", session.storage_url,
             "--n-trials", "2", "--cache-dir", str(tmp / "cache"), "--dashboard-port", "0",
             "--no-estimate"]
