@@ -52,7 +52,7 @@ from reporting.plots import (
     error_grid,
     training_curves,
 )
-from reporting.tables import markdown_table, staged_output, write_csv
+from reporting.tables import latex_table, markdown_table, staged_output, write_csv
 from reporting.trial_report import worst_errors
 from search.export import fetch_checkpoint, study_data, test_metrics, validation_targets
 from search.space import trial_config
@@ -64,7 +64,12 @@ import matplotlib.pyplot as plt
 
 log = logging.getLogger(__name__)
 
-DPI = 110
+DPI = 300  # print-ready
+PAPER_WIDTH = 7.0  # inches: a double column; single-column figures are 3.3
+FONT = 8  # points: the smallest text a paper's figures should carry at their width
+PAPER_STYLE = {"font.size": FONT, "axes.titlesize": FONT, "axes.labelsize": FONT,
+               "xtick.labelsize": FONT, "ytick.labelsize": FONT, "legend.fontsize": FONT,
+               "figure.titlesize": FONT}
 CLASSES = PROB_NAMES
 N_ERRORS = 4
 
@@ -83,15 +88,20 @@ class Report:
 
     def figure(self, section: str, fig: plt.Figure, name: str, caption: str, *,
                svg: bool = True) -> None:
-        """Save ``fig`` as ``name``.png (and .svg) and link it under ``section``."""
+        """Save ``fig`` as ``name``.pdf (for the paper) and a 300 dpi ``name``.png and link
+        it under ``section`` with its caption (``svg`` also writes an SVG: line charts)."""
         fig.tight_layout()
-        fig.savefig(self.out / f"{name}.png", dpi=DPI)
-        self.files.append(f"{name}.png")
-        if svg:
-            fig.savefig(self.out / f"{name}.svg")
-            self.files.append(f"{name}.svg")
+        for ext in ("png", "pdf", *(("svg",) if svg else ())):
+            fig.savefig(self.out / f"{name}.{ext}", dpi=DPI)
+            self.files.append(f"{name}.{ext}")
         plt.close(fig)
         self.add(section, f"![{name.replace('_', ' ')}]({name}.png)", "", f"*{caption}*", "")
+
+    def table(self, name: str, rows: list[dict]) -> None:
+        """Write ``rows`` as ``name``.csv and a booktabs ``name``.tex for the paper."""
+        write_csv(self.out / f"{name}.csv", rows)
+        (self.out / f"{name}.tex").write_text(latex_table(rows))
+        self.files += [f"{name}.csv", f"{name}.tex"]
 
 
 SECTIONS = ("1. Data", "2. Methodology", "3. Experimental setup", "4. Results")
@@ -132,8 +142,7 @@ def data_section(r: Report, study: optuna.Study) -> None:
     rows += [{"group": f"class {c}", "erasers": k, "share": f"{100 * k / n:.1f} %"}
              for c, k in s.get("classes", {}).items()]
     r.add(sec, "Class balance (given labels):", "", markdown_table(rows), "")
-    write_csv(r.out / "class_balance.csv", rows)
-    r.files.append("class_balance.csv")
+    r.table("class_balance", rows)
     sp = a.get("split", {})
     if sp:
         r.add(sec, f"Split: {sp.get('n_train')} training / {sp.get('n_val')} validation "
@@ -168,8 +177,7 @@ def methodology_section(r: Report, best: FrozenTrial, cfg: dict) -> None:
     if cfg.get("model"):
         rows = [{"setting": k, "value": fmt(v)} for k, v in cfg["model"].items()]
         r.add(sec, "Architecture of the best trial:", "", markdown_table(rows), "")
-        write_csv(r.out / "architecture.csv", rows)
-        r.files.append("architecture.csv")
+        r.table("architecture", rows)
 
 
 def distributions(study: optuna.Study) -> dict[str, str]:
@@ -199,8 +207,7 @@ def setup_section(r: Report, study: optuna.Study, best: FrozenTrial,
           f"{space.get('epochs', '?')} epochs with early stopping (patience "
           f"{space.get('patience', '?')}) and is pruned on its per-epoch validation score.", "",
           "Search space and the best trial's hyperparameters:", "", markdown_table(rows), "")
-    write_csv(r.out / "search_space.csv", rows)
-    r.files.append("search_space.csv")
+    r.table("search_space", rows)
     bounds = [{"bound": k, "value": fmt(v)} for k, v in space.items()]
     if bounds:
         r.add(sec, "Bounds of the study (stored with it):", "", markdown_table(bounds), "")
@@ -209,8 +216,7 @@ def setup_section(r: Report, study: optuna.Study, best: FrozenTrial,
         rows = [{"setting": k, "value": fmt(v)} for k, v in train_cfg.items()]
         r.add(sec, "Training settings of the best trial (loss, optimiser, schedule...):", "",
               markdown_table(rows), "")
-        write_csv(r.out / "best_training.csv", rows)
-        r.files.append("best_training.csv")
+        r.table("best_training", rows)
     aug = cfg.get("augment", {})
     if aug:
         r.add(sec, "Augmentation of the best trial: "
@@ -240,8 +246,7 @@ def hardware_section(r: Report, trials: list[FrozenTrial]) -> None:
          "value": f"{sum(wall):.0f}" if wall else "n/a"},
     ]
     r.add(sec, "Hardware and timing:", "", markdown_table(rows), "")
-    write_csv(r.out / "timing.csv", rows)
-    r.files.append("timing.csv")
+    r.table("timing", rows)
 
 
 def study_figures(r: Report, study: optuna.Study, metric: str) -> None:
@@ -255,8 +260,7 @@ def study_figures(r: Report, study: optuna.Study, metric: str) -> None:
     importances, why_not = plots.param_importances(study)
     if importances:
         rows = [{"parameter": k, "importance": round(v, 4)} for k, v in importances.items()]
-        write_csv(r.out / "param_importances.csv", rows)
-        r.files.append("param_importances.csv")
+        r.table("param_importances", rows)
         r.add(sec, "Most important parameters:", "", markdown_table(rows[:10]), "")
         r.figure(sec, plots.importance_figure(importances, metric), "param_importances",
                  f"Parameter importances over {len(done)} completed trials (Optuna's "
@@ -306,8 +310,7 @@ def trials_table(r: Report, trials: list[FrozenTrial], metric: str) -> None:
                      "epochs_run": a.get("epochs_run", ""), "params": a.get("params", ""),
                      "seconds": a.get("seconds", ""), "architecture": a.get("architecture", ""),
                      "reason": a.get("stop_reason") or a.get("fail_reason") or ""})
-    write_csv(r.out / "trials.csv", rows)
-    r.files.append("trials.csv")
+    r.table("trials", rows)
     top = sorted((x for x in rows if x["state"] == "complete"),
                  key=lambda x: -float(x[metric]))[:5]
     r.add(SECTIONS[3], "Top trials (validation):", "",
@@ -375,13 +378,20 @@ def per_class_metrics(probs: np.ndarray, targets: np.ndarray,
     return rows
 
 
+def _class_grid() -> tuple[plt.Figure, np.ndarray]:
+    """Four panels, one per class, 2 x 2 at a double column's width (7 in: 8 pt text stays
+    8 pt in the paper). Titles name the class; the caption in report.md says the rest."""
+    fig, axes = plt.subplots(2, 2, figsize=(PAPER_WIDTH, 6.2))
+    return fig, axes.ravel()
+
+
 def confusion_figure(truth: np.ndarray, probs: np.ndarray, thresholds: dict) -> plt.Figure:
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
+    fig, axes = _class_grid()
     for j, (ax, name) in enumerate(zip(axes, CLASSES, strict=True)):
         thr = float(thresholds.get(name, 0.5))
-        draw_confusion(ax, truth[:, j], probs[:, j] >= thr, f"{LABELS[name]} (threshold "
-                       f"{thr:.2f})", labels=("no", "yes"), fontsize=8)
-    fig.suptitle("Confusion matrices on the validation split (counts, row %)", fontsize=10)
+        draw_confusion(ax, truth[:, j], probs[:, j] >= thr,
+                       f"{LABELS[name]} (threshold {thr:.2f})", labels=("no", "yes"),
+                       fontsize=FONT)
     return fig
 
 
@@ -389,19 +399,16 @@ def curve_figure(truth: np.ndarray, probs: np.ndarray, thresholds: dict,
                  kind: str) -> plt.Figure:
     """PR (``kind='pr'``) or ROC (``'roc'``) curve per class with the operating point."""
     draw = draw_pr if kind == "pr" else draw_roc
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.5))
+    fig, axes = _class_grid()
     for j, (ax, name) in enumerate(zip(axes, CLASSES, strict=True)):
         draw(ax, truth[:, j], probs[:, j], float(thresholds.get(name, 0.5)), LABELS[name],
-             legend_size=6.5)
-    what = "Precision-recall" if kind == "pr" else "ROC"
-    fig.suptitle(f"{what} curves on the validation split, one-vs-all, with the operating "
-                 "point", fontsize=10)
+             legend_size=FONT)
     return fig
 
 
 def sweep_figure(truth: np.ndarray, probs: np.ndarray, thresholds: dict) -> plt.Figure:
     grid = np.linspace(0.01, 0.99, 99)
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), sharey=True)
+    fig, axes = _class_grid()
     for j, (ax, name) in enumerate(zip(axes, CLASSES, strict=True)):
         y, s = truth[:, j].astype(bool), probs[:, j]
         pred = s[None, :] >= grid[:, None]
@@ -415,13 +422,10 @@ def sweep_figure(truth: np.ndarray, probs: np.ndarray, thresholds: dict) -> plt.
         ax.plot(grid, f1, label="F1", lw=2)
         thr = float(thresholds.get(name, 0.5))
         ax.axvline(thr, color="crimson", ls="--", lw=1, label=f"chosen {thr:.2f}")
-        ax.set(xlabel="decision threshold on p", xlim=(0, 1), ylim=(0, 1.02))
-        ax.set_title(LABELS[name], fontsize=9)
+        ax.set(xlabel="decision threshold on p", ylabel="score", xlim=(0, 1), ylim=(0, 1.02))
+        ax.set_title(LABELS[name])
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("score")
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Threshold sweep on the validation split: precision, recall and F1 vs "
-                 "threshold", fontsize=10)
+    axes[0].legend(loc="lower left")
     return fig
 
 
@@ -451,8 +455,7 @@ def best_trial_results(r: Report, study: optuna.Study, best: FrozenTrial, artifa
 
     truth = targets_to_truth(targets)
     rows = per_class_metrics(probs, targets, thresholds)
-    write_csv(r.out / "validation_metrics.csv", rows)
-    r.files.append("validation_metrics.csv")
+    r.table("validation_metrics", rows)
     graded = [x for x in rows if x["class"] != LABELS["defect"]]
     mean_ap = float(np.mean([x["auc_pr"] for x in graded]))
     mean_f1 = float(np.mean([x["f1"] for x in graded]))
@@ -467,8 +470,7 @@ def best_trial_results(r: Report, study: optuna.Study, best: FrozenTrial, artifa
                  round(test.get(f"{name}_ap", nan), 4), "validation F1": x["f1"],
                  "test F1": round(test.get(f"{name}_f1", nan), 4)}
                 for name, x in zip(CLASSES, rows, strict=True)]
-        write_csv(r.out / "validation_vs_test.csv", both)
-        r.files.append("validation_vs_test.csv")
+        r.table("validation_vs_test", both)
         r.add(sec, f"The same model on the test split ({test['n']} erasers set aside before "
               "the split: no trial, epoch or threshold choice saw them), at the same "
               f"thresholds. Graded test AUC-PR {test.get('graded_ap', nan):.3f}, F1 "
@@ -509,7 +511,7 @@ def build_report(study: optuna.Study, best: FrozenTrial, out: Path, *,
     """Write every table, figure and report.md into ``out`` (staged: all or nothing)."""
     trials = study.get_trials(deepcopy=False)
     metric = study.user_attrs.get("space", {}).get("metric", "objective")
-    with staged_output(out) as stage:
+    with staged_output(out) as stage, matplotlib.rc_context(PAPER_STYLE):
         r = Report(stage)
         data_section(r, study)
         cfg = best_config(study, best)

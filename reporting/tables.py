@@ -67,3 +67,29 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None,
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+_LATEX_SPECIAL = str.maketrans({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                                "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"})
+
+
+def latex_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """A ``booktabs`` tabular of dict rows (numbers right-aligned, 3 decimals like
+    :func:`markdown_table`), ready to ``\\input`` into a paper."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+
+    def cell(v) -> str:
+        if isinstance(v, float | np.floating):
+            return "" if v != v else f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+        return str(v).translate(_LATEX_SPECIAL)
+
+    numeric = [all(isinstance(r.get(c), int | float | np.number) for r in rows) and rows
+               for c in columns]
+    spec = "".join("r" if n else "l" for n in numeric)
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(str(c).translate(_LATEX_SPECIAL) for c in columns) + r" \\",
+             r"\midrule"]
+    lines += [" & ".join(cell(r.get(c, "")) for c in columns) + r" \\" for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)

@@ -38,8 +38,11 @@ def test_report_writes_and_links_everything(study, capsys):
     assert "report.md" in capsys.readouterr().out
     md = (out / "report.md").read_text()
     assert "validation erasers chose this trial among 3 completed ones" in md  # the caveat
+    for name in TABLES:  # every table also as booktabs LaTeX, ready to \input
+        tex = (out / name.replace(".csv", ".tex")).read_text()
+        assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex, name
     for name in FIGURES:
-        assert (out / f"{name}.png").is_file() and (out / f"{name}.svg").is_file(), name
+        assert (out / f"{name}.png").is_file() and (out / f"{name}.pdf").is_file(), name
         assert f"]({name}.png)" in md, name
     for name in PNG_ONLY:
         assert (out / name).is_file() and f"]({name})" in md, name
@@ -87,3 +90,24 @@ def test_without_data_or_weights_the_report_says_what_it_left_out(study, tmp_pat
     assert "## Left out" in md and "--artifact-dir" in md
     assert (out / "optimization_history.png").is_file()
     assert not (out / "pr_curves.png").exists()
+
+
+
+def test_paper_figures_are_a_double_column_wide_with_no_text_under_8_pt():
+    import matplotlib
+    import numpy as np
+    from matplotlib.text import Text
+
+    from reporting.study_report import PAPER_STYLE, PAPER_WIDTH, confusion_figure, curve_figure
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, (40, 4))
+    probs = rng.random((40, 4))
+    thresholds = dict.fromkeys(("print_error", "physical_error", "no_defect", "defect"), 0.5)
+    with matplotlib.rc_context(PAPER_STYLE):
+        for fig in (confusion_figure(truth, probs, thresholds),
+                    curve_figure(truth, probs, thresholds, "pr")):
+            fig.canvas.draw()
+            assert fig.get_size_inches()[0] == PAPER_WIDTH
+            sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text()]
+            assert sizes and min(sizes) >= 8

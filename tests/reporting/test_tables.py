@@ -57,3 +57,14 @@ def test_markdown_table_formats_numbers_and_missing_cells():
 def test_markdown_table_switches_to_one_decimal_from_ten(value):
     cell = markdown_table([{"v": value}]).splitlines()[-1]
     assert cell == (f"| {value:.1f} |" if abs(value) >= 10 else f"| {value:.3f} |")
+
+
+def test_latex_tables_are_booktabs_with_escaped_text_and_aligned_numbers():
+    from reporting.tables import latex_table
+
+    tex = latex_table([{"class": "print_error", "AUC-PR": 0.81234, "n": 12},
+                       {"class": "50% & more", "AUC-PR": float("nan"), "n": 3}])
+    lines = tex.splitlines()
+    assert lines[0] == r"\begin{tabular}{lrr}" and lines[1] == r"\toprule"
+    assert r"print\_error & 0.812 & 12 \\" in tex and r"50\% \& more &  & 3 \\" in tex
+    assert lines[-1] == r"\end{tabular}" and r"\bottomrule" in tex
