@@ -81,7 +81,11 @@ def test_install_cell_clones_and_installs_on_a_fresh_runtime(notebook, tmp_path,
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    exec(code_cells(notebook)[0].source, {})
+    install = code_cells(notebook)[0].source
+    with pytest.raises(SystemExit, match="REPO_URL above is still the placeholder"):
+        exec(install, {})  # the committed placeholder: said plainly, nothing cloned
+    assert calls == []
+    exec(install.replace("YOUR-TEAM/eraser-search", "team-a/eraser-search"), {})
     git, pip = calls
     assert git[:2] == ["git", "clone"] and git[-1] == str(clone) and sys.path[0] == str(clone)
     assert pip[:5] == [sys.executable, "-m", "pip", "install", "-q"]
