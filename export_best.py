@@ -21,11 +21,20 @@ import optuna
 import model as model_lib
 from cli.checks import POSITIVE, RECALL, at_least, bad_number, existing_outputs, folder_problem
 from cli.common import HelpFormatter, fail, progress_bar, setup_logging
+from data import DataError
 from data.cache import default_cache_dir
 from model import OnnxCheck
 from model.onnx import DEFAULT_TOLERANCE
 from reporting.model_card import model_card
-from search.export import ExportError, ExportOptions, check_group, export_trial, select_trial
+from search.export import (
+    ExportError,
+    ExportOptions,
+    check_group,
+    confirm_top,
+    export_trial,
+    select_trial,
+    study_data,
+)
 from search.study import (
     StudyError,
     artifact_dir_for,
@@ -66,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "epoch count (same seed); keeps the trial's validated thresholds")
     p.add_argument("--device", default="auto",
                    help="device for --retrain-full: auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="re-train the K best trials' configurations with other seeds on the "
+                   "study's split and export the one with the best mean validation score "
+                   "(its own weights); 0: the best single trial")
+    p.add_argument("--confirm-seeds", type=int, default=2, metavar="S",
+                   help="extra seeds per configuration for --confirm")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier export of the same --group in --out")
     p.add_argument("--dry-run", action="store_true", help="show what would be exported")
@@ -80,20 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     url = storage_url(args.storage)
     problem = (bad_number([("--min-recall", args.min_recall, RECALL),
                            ("--onnx-tolerance", args.onnx_tolerance, POSITIVE),
-                           ("--trial", args.trial, at_least(0))])
+                           ("--trial", args.trial, at_least(0)),
+                           ("--confirm", args.confirm, at_least(0)),
+                           ("--confirm-seeds", args.confirm_seeds, at_least(1))])
                or folder_problem(args.out, "--out")
                or folder_problem(args.cache_dir, "--cache-dir"))
     if problem:
         return fail(problem)
-    if args.no_verify and (args.min_recall is not None or args.retrain_full):
-        return fail("--min-recall and --retrain-full need the study's data and validation "
-                    "predictions, which --no-verify skips; drop --no-verify (pass --data if "
-                    "the data moved).")
+    if args.no_verify and (args.min_recall is not None or args.retrain_full or args.confirm):
+        return fail("--min-recall, --retrain-full and --confirm need the study's data and "
+                    "validation predictions, which --no-verify skips; drop --no-verify (pass "
+                    "--data if the data moved).")
+    if args.confirm and args.trial is not None:
+        return fail("--confirm chooses the trial itself; drop --trial or --confirm.")
     try:
         group = check_group(args.group)
         study = load_study(args.study, open_existing_storage(url))
         trial = select_trial(study, args.trial)
-        device = resolve_device(args.device) if args.retrain_full else "cpu"
+        device = resolve_device(args.device) if args.retrain_full or args.confirm else "cpu"
     except (StudyError, DeviceError) as exc:
         return fail(str(exc))
     metric = study.user_attrs.get("space", {}).get("metric", "graded_ap")
@@ -105,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return fail(earlier)
     print(f"study   {args.study}, trial {trial.number} ({metric} {trial.value:.4f}, "
           f"{trial.user_attrs.get('architecture', '')})")
+    if args.confirm and not args.dry_run:
+        try:
+            trial = confirm(study, args, device)
+        except (StudyError, DataError) as exc:
+            return fail(f"--confirm: {exc}")
     if args.dry_run:
         names = [out.name, *([f"{group}.onnx"] if args.onnx else []), f"{group}.md"]
         refit = (f" after refitting on train+validation for {trial.user_attrs.get('best_epoch')}"
@@ -131,6 +155,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note    {stale} is from an earlier export and does not match this model; "
               "delete it or export again with --onnx", file=sys.stderr)
     return 0
+
+
+def confirm(study, args: argparse.Namespace, device) -> optuna.trial.FrozenTrial:
+    """--confirm: the trial whose configuration scores best over several seeds."""
+    data, split = study_data(study, args.data, cache_dir=args.cache_dir)
+    print(f"confirm the {args.confirm} best trials with {args.confirm_seeds} more seed(s) "
+          "each on the study's split ...", flush=True)
+    ranked = confirm_top(study, data, split, top=args.confirm, seeds=args.confirm_seeds,
+                         device=device, on_run=lambda t, seed, score: say(
+                             "confirm", f"trial {t.number}, seed {seed}: {score:.4f}"))
+    for c in ranked:
+        say("confirm", f"trial {c.trial.number}: mean {c.mean:.4f} over "
+            f"{', '.join(f'{s:.4f}' for s in c.scores)}")
+    chosen = ranked[0].trial
+    say("confirm", f"exporting trial {chosen.number} (best mean; its own weights)")
+    return chosen
 
 
 def say(tag: str, message: str) -> None:

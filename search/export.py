@@ -456,3 +456,52 @@ def _onnx(net: model_lib.InspectionModel, path: Path, samples: np.ndarray | None
                           "was written. Export without --onnx, or report the model's "
                           "architecture.")
     return path, checks
+
+
+# ---------------------------------------------------------------------------------------------
+# confirming the best trials with other seeds before one is shipped
+
+@dataclass(frozen=True)
+class Confirmed:
+    """One of the top trials with its score and those of its configuration's re-runs."""
+
+    trial: optuna.trial.FrozenTrial
+    scores: tuple[float, ...]  # the trial's own first, then one per extra seed
+
+    @property
+    def mean(self) -> float:
+        finite = [s for s in self.scores if math.isfinite(s)]
+        return sum(finite) / len(finite) if finite else -math.inf
+
+
+def confirm_top(study: optuna.Study, data: EraserSet, split: Split, *, top: int,
+                seeds: int, device: str | torch.device = "cpu",
+                on_run: Callable[[optuna.trial.FrozenTrial, int, float], None] | None = None
+                ) -> list[Confirmed]:
+    """Re-train the configurations of the ``top`` best completed trials with ``seeds`` other
+    seeds on the study's own split, and rank them by their mean validation score, best first.
+
+    Single-seed scores on a validation split of a few hundred erasers are noisy (the same
+    configuration varies by 0.1 graded AUC-PR between seeds; bench/RESULTS.md, "Proven
+    starting points"), so the trial that ranks first by one run is not reliably the best
+    configuration. The shipped weights stay the chosen trial's own."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value is not None and math.isfinite(t.value)]
+    best = sorted(complete, key=lambda t: t.value, reverse=True)[:top]
+    space = study.user_attrs.get("space", {})
+    out = []
+    for trial in best:
+        try:
+            config = trial_config(trial, space)
+        except ValueError as exc:
+            raise StudyError(str(exc)) from None
+        scores = [float(trial.value)]
+        td = TrainData.from_split(data, split, config.model.input_size, device=device)
+        for k in range(1, seeds + 1):
+            seed = config.train.seed + 1000 * k  # far from the study's own seed
+            run = replace(config, train=replace(config.train, seed=seed))
+            scores.append(train(run, td, device=device).score)
+            if on_run is not None:
+                on_run(trial, seed, scores[-1])
+        out.append(Confirmed(trial, tuple(scores)))
+    return sorted(out, key=lambda c: c.mean, reverse=True)

@@ -571,6 +571,7 @@ def _numeric_flags(parser) -> list[tuple[str, type, int | str | None]]:
 # property test below draws values outside it. A new numeric flag must be added here.
 ACCEPTS: dict[str, tuple[float | None, float | None, bool]] = {  # (low, high, low is open)
     "--n-trials": (1, None, False), "--workers": (1, None, False),
+    "--confirm": (0, None, False), "--confirm-seeds": (1, None, False),
     "--heartbeat": (1, None, False), "--epochs": (1, 10_000, False),
     "--sizes": (8, 1024, False), "--size": (8, 1024, False), "--timeout": (0, None, True),
     "--min-recall": (0, 1, True), "--val-fraction": (0, 0.5, True),

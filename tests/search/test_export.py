@@ -155,3 +155,18 @@ def test_bad_flags_exit_2(study, tmp_path, extra, capsys):
     assert export_best.main(export_args(study, tmp_path / "x", *extra)) == 2
     assert extra[-2 if extra[-1][0].isdigit() else -1] in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_confirm_re_runs_the_top_trials_with_other_seeds_and_ships_the_best_mean(
+        study, tmp_path, capsys):
+    out = tmp_path / "exports"
+    assert export_best.main(export_args(study, out, "--confirm", "2", "--confirm-seeds",
+                                        "1")) == 0
+    text = capsys.readouterr().out
+    assert text.count(", seed ") == 2 and text.count(": mean ") == 2  # 2 re-runs, 2 ranked
+    assert "exporting trial" in text and (out / f"{GROUP}.pth").is_file()
+    chosen = int(text.split("exporting trial ")[1].split()[0])
+    assert model.load(out / f"{GROUP}.pth").meta["trial"] == chosen
+    assert export_best.main(export_args(study, tmp_path / "x", "--confirm", "2",
+                                        "--trial", "0")) == 2
+
