@@ -19,7 +19,14 @@ EXIT_USAGE = 2
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every default in ``--help`` and keeps the description's line breaks."""
+    """Shows every default in ``--help`` and keeps the description's line breaks. A flag
+    without a default (None) or an on/off switch that is off says nothing: its help tells
+    what happens without it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def fail(message: str, *, hint: str | None = None) -> int:

@@ -67,3 +67,15 @@ def test_progress_bar_updates_lazily_and_closes(monkeypatch):
     assert bar.kw["desc"] == "loading data" and bar.kw["unit"] == "eraser"
     close()
     assert bar.closed
+
+
+def test_help_leaves_out_defaults_that_say_nothing(capsys):
+    parser = argparse.ArgumentParser(prog="x", formatter_class=HelpFormatter)
+    parser.add_argument("--study", default=None, help="study name (default: the folder's)")
+    parser.add_argument("--force", action="store_true", help="replace earlier files")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: 30)" in text
