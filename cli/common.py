@@ -56,7 +56,10 @@ def progress_bar(desc: str, unit: str = "eraser") -> tuple[Callable[[int, int], 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+            # No rate: from the cache thousands of erasers arrive in one update, and tqdm
+            # would print tens of millions of erasers per second.
+            bar = tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} " + unit + "s [{elapsed}]")
         bar.n = done
         bar.refresh()
 
