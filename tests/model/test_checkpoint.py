@@ -16,39 +16,16 @@ from model.checkpoint import FORMAT, FORMAT_VERSION
 from model.config import CHANNELS, CNNConfig
 from model.inference import InspectionModel
 from model.metrics import GRADED, PROB_NAMES, ThresholdPolicy
-
-CFG = CNNConfig(
-    channels=("GRAY", "G", "NORMAL"),
-    input_size=32,
-    widths=(8, 16),
-    kernel_sizes=(3, 5),
-    convs_per_block=1,
-    dense_width=8,
-    task="multilabel",
-)
-MEAN = [0.41, 0.37, 0.52]
-STD = [0.21, 0.19, 0.08]
-THRESHOLDS = {"print_error": 0.4, "physical_error": 0.35, "no_defect": 0.6, "defect": 0.5}
+from tests.model.shared import CFG, MEAN, STD, THRESHOLDS, trained_net
 
 
 class Foreign:
     """Anything outside the weights_only allow-list."""
 
 
-def _trained_net(cfg: CNNConfig = CFG) -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = model.build_model(cfg)
-    # A few train-mode passes so the BatchNorm running statistics are not the defaults.
-    net.train()
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.randn(8, cfg.in_channels, cfg.input_size, cfg.input_size) * 2 + 0.5)
-    return net.eval()
-
-
 def _ckpt(net=None, cfg: CNNConfig = CFG, **meta):
     return model.make_checkpoint(
-        net=net if net is not None else _trained_net(cfg),
+        net=net if net is not None else trained_net(cfg),
         cfg=cfg,
         mean=np.array(MEAN, dtype=np.float32),
         std=np.array(STD, dtype=np.float32),
@@ -66,7 +43,7 @@ def _raw(n: int = 5, size: int = 310, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
-    net = _trained_net()
+    net = trained_net()
     ckpt = _ckpt(net, study="demo", trial=np.int64(7), params={"lr": np.float32(0.001)})
     path = model.save_checkpoint(ckpt, tmp_path_factory.mktemp("ckpt") / "sub" / "team.pth")
     return path, net
@@ -113,7 +90,7 @@ def test_load_reproduces_outputs_exactly(saved):
 
 
 def test_make_checkpoint_unwraps_inspection_model():
-    net = _trained_net()
+    net = trained_net()
     wrapped = InspectionModel(net, CFG, MEAN, STD)
     a, b = _ckpt(net)["state_dict"], _ckpt(wrapped)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -126,7 +103,7 @@ def test_make_checkpoint_rejects_bad_input():
         _ckpt(extra={"obj": Foreign()})
     with pytest.raises(ValueError, match="mean/std"):
         model.make_checkpoint(
-            net=_trained_net(),
+            net=trained_net(),
             cfg=CFG,
             mean=[0.5],
             std=[0.2],
@@ -210,7 +187,7 @@ def test_other_heads_round_trip(tmp_path, task):
         head_pool="flatten",
         task=task,
     )
-    net = _trained_net(cfg)
+    net = trained_net(cfg)
     ckpt = model.make_checkpoint(
         net=net,
         cfg=cfg,

@@ -8,33 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import model
-from model.config import CHANNELS, CNNConfig
+from model.config import CHANNELS
 from model.inference import InspectionModel, predict
 from model.metrics import probabilities
-
-CFG = CNNConfig(
-    channels=("GRAY", "G", "NORMAL"),
-    input_size=32,
-    widths=(8, 16),
-    kernel_sizes=(3, 5),
-    convs_per_block=1,
-    dense_width=8,
-    task="multilabel",
-)
-MEAN = [0.41, 0.37, 0.52]
-STD = [0.21, 0.19, 0.08]
-THRESHOLDS = {"print_error": 0.4, "physical_error": 0.35, "no_defect": 0.6, "defect": 0.5}
-
-
-def _trained_net(cfg: CNNConfig = CFG) -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = model.build_model(cfg)
-    # A few train-mode passes so the BatchNorm running statistics are not the defaults.
-    net.train()
-    with torch.no_grad():
-        for _ in range(3):
-            net(torch.randn(8, cfg.in_channels, cfg.input_size, cfg.input_size) * 2 + 0.5)
-    return net.eval()
+from tests.model.shared import CFG, MEAN, STD, THRESHOLDS, trained_net
 
 
 def _raw(n: int = 5, size: int = 310, seed: int = 0) -> torch.Tensor:
@@ -44,7 +21,7 @@ def _raw(n: int = 5, size: int = 310, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def m() -> InspectionModel:
-    return InspectionModel(_trained_net(), CFG, MEAN, STD, THRESHOLDS).eval()
+    return InspectionModel(trained_net(), CFG, MEAN, STD, THRESHOLDS).eval()
 
 
 def test_forward_shapes_and_probabilities(m):
