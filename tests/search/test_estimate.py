@@ -49,7 +49,8 @@ def test_the_real_timer_trains_an_epoch_on_random_images():
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
-    (42, "42 s"), (600, "10 min"), (3 * 3600, "3.0 h"), (5 * 86400, "5.0 days")])
+    (0.42, "0.4 s"), (42, "42 s"), (600, "10 min"), (3 * 3600, "3.0 h"),
+    (5 * 86400, "5.0 days")])
 def test_durations_read_naturally(seconds, text):
     assert duration(seconds) == text
 
