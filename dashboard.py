@@ -14,7 +14,7 @@ import sqlalchemy.engine
 import sqlalchemy.exc
 
 from cli.checks import PORT, bad_number
-from cli.common import HelpFormatter, fail, setup_logging
+from cli.common import HelpFormatter, add_study_location, fail, setup_logging
 from reporting.dashboard import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -39,10 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve optuna-dashboard for the studies in a storage, with their trial "
         "figures and notes (artifacts), e.g. for a study that runs in another terminal or on "
         "other machines. Ctrl-C stops it.")
-    p.add_argument("--storage", default=None, help="SQLAlchemy URL; default: $OPTUNA_STORAGE, "
-                   "else sqlite:///studies.db")
-    p.add_argument("--artifact-dir", default=None, help="the study's artifact folder "
-                   "(default: artifacts/ next to a SQLite file, else ./artifacts)")
+    add_study_location(p)
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; anything but "
                    "loopback exposes the dashboard, which has no authentication")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free one)")

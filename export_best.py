@@ -20,7 +20,7 @@ import optuna
 
 import model as model_lib
 from cli.checks import POSITIVE, RECALL, at_least, bad_number, existing_outputs, folder_problem
-from cli.common import HelpFormatter, fail, progress_bar, setup_logging
+from cli.common import HelpFormatter, add_study_location, fail, progress_bar, setup_logging
 from data import DataError
 from data.cache import default_cache_dir
 from model import OnnxCheck
@@ -49,11 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--study", required=True, help="study name")
     p.add_argument("--group", required=True, help="team name: the file is <group>.pth")
-    p.add_argument("--storage", default=None, help="SQLAlchemy URL; default: "
-                   "$OPTUNA_STORAGE, else sqlite:///studies.db")
-    p.add_argument("--artifact-dir", default=None,
-                   help="folder of the study's artifacts (default: artifacts/ next to a SQLite "
-                   "file, else ./artifacts)")
+    add_study_location(p)
     p.add_argument("--out", default="exports", help="folder to write <group>.pth into")
     p.add_argument("--trial", type=int, default=None, help="export this trial, not the best")
     p.add_argument("--data", default=None,

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cli.checks import EPOCHS, SEED, at_least, bad_number, folder_problem, int_between
-from cli.common import EXIT_USAGE, HelpFormatter, fail, setup_logging
+from cli.common import EXIT_USAGE, HelpFormatter, add_study_location, fail, setup_logging
 from cli.loading import load_or_fail
 from data import SplitError
 from data.cache import default_cache_dir
@@ -72,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--study", help="use this study's best trial's configuration")
     src.add_argument("--config", help="run configuration JSON (train.py --print-config)")
-    p.add_argument("--storage", default=None, help="SQLAlchemy URL of the study; default: "
-                   "$OPTUNA_STORAGE, else sqlite:///studies.db")
+    add_study_location(p, artifact_dir=False)
     p.add_argument("--trial", type=int, default=None, help="use this trial instead of the best")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     p.add_argument("--epochs", type=int, default=None, help="override the epochs of the config")

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 
 from cli.checks import at_least, bad_number, folder_problem
-from cli.common import HelpFormatter, fail, setup_logging
+from cli.common import HelpFormatter, add_study_location, fail, setup_logging
 from data.cache import default_cache_dir
 from reporting.study_report import build_report
 from search.export import select_trial
@@ -34,10 +34,7 @@ from search.study import (
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--study", required=True, help="study name")
-    p.add_argument("--storage", default=None, help="SQLAlchemy URL; default: "
-                   "$OPTUNA_STORAGE, else sqlite:///studies.db")
-    p.add_argument("--artifact-dir", default=None, help="the study's artifact folder "
-                   "(default: artifacts/ next to a SQLite file, else ./artifacts)")
+    add_study_location(p)
     p.add_argument("--trial", type=int, default=None, help="report this trial instead of the "
                    "best")
     p.add_argument("--data", default=None, help="the study's data, if moved since the study")

@@ -34,7 +34,7 @@ from cli.checks import (
     bad_number,
     folder_problem,
 )
-from cli.common import HelpFormatter, fail, progress_bar, setup_logging
+from cli.common import HelpFormatter, add_study_location, fail, progress_bar, setup_logging
 from cli.study import (
     artifact_dir_problem,
     ensure_demo_data,
@@ -84,10 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoded-image cache (reused by later runs)")
     g = p.add_argument_group("study")
     g.add_argument("--study", help="study name (default: demo, or the data folder's name)")
-    g.add_argument("--storage", help="SQLAlchemy URL (default: $OPTUNA_STORAGE, else "
-                   "sqlite:///studies.db)")
-    g.add_argument("--artifact-dir", help="where trial weights and figures go (default: "
-                   "artifacts/ next to a SQLite file, else ./artifacts)")
+    add_study_location(g)
     g.add_argument("--budget", help="wall time for this run, e.g. 30m, 2h, 1h30m or seconds "
                    f"(default: {DEMO_BUDGET // 60} min demo, "
                    + ", ".join(f"{v // 60} min {k}" for k, v in DEFAULT_BUDGETS.items()) + ")")

@@ -29,6 +29,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
+def add_study_location(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
+                       artifact_dir: bool = True) -> None:
+    """``--storage`` and ``--artifact-dir``, said the same way by every command."""
+    parser.add_argument("--storage", default=None, help="SQLAlchemy URL of the studies (default: "
+                        "$OPTUNA_STORAGE, else sqlite:///studies.db)")
+    if artifact_dir:
+        parser.add_argument("--artifact-dir", default=None, help="the study's trial weights "
+                            "and figures (default: artifacts/ next to a SQLite file, else "
+                            "./artifacts)")
+
+
 def fail(message: str, *, hint: str | None = None) -> int:
     """Print a user-facing error paragraph to stderr; returns exit code 2."""
     text = " ".join(message.split()) if "\n" not in message else message
