@@ -79,6 +79,17 @@ def check_array(arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11's parser is not safe to
+# run from several threads at once (it fails with "AST constructor recursion depth mismatch",
+# CPython issue 106905): the cache decodes erasers in threads, so headers are parsed one at a
+# time. The header is a few hundred bytes; the array itself is read outside the lock.
+_HEADER_LOCK = threading.Lock()
+
+
+def _damaged(detail: str) -> ImageError:
+    return ImageError("unreadable", f"{detail}. Copy it again from the original delivery.")
+
+
 def load_npy_bytes(fileobj, where: str) -> np.ndarray:
     """Read one ``.npy`` stream without ever unpickling (object arrays are refused), and
     nothing but the array: bytes after it are refused too."""
@@ -92,44 +103,38 @@ def load_npy_bytes(fileobj, where: str) -> np.ndarray:
         )
     fileobj.seek(0)
     try:
-        version = np.lib.format.read_magic(fileobj)
-        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                  else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = reader(fileobj)
-    except (ValueError, OSError, EOFError) as exc:
+        with _HEADER_LOCK:
+            version = np.lib.format.read_magic(fileobj)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = reader(fileobj)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise _damaged(f"has a damaged .npy header ({exc})") from None
+    if dtype.hasobject:
         raise ImageError(
-            "unreadable", f"has a damaged .npy header ({exc}). Copy it again from the original "
-            "delivery."
-        ) from None
-    if not dtype.hasobject and math.prod(shape) * dtype.itemsize > MAX_NPY_MEMBER:
-        # np.load would allocate it all before noticing the file is shorter
+            "unreadable", "holds Python objects, not an image array; it is refused for "
+            "safety. Save the eraser as a plain uint8 array with np.save."
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_NPY_MEMBER:
+        # reading would allocate it all before noticing the file is shorter
         raise ImageError(
             "shape", f"declares an array of shape {shape} ({dtype}), far larger than an eraser "
             "(310x310x6 uint8); refused unread. Copy it again from the original delivery.")
-    fileobj.seek(0)
     try:
-        arr = np.load(fileobj, allow_pickle=False)
-    except ValueError as exc:
-        text = str(exc)
-        if "allow_pickle" in text or "Object arrays" in text:
-            raise ImageError(
-                "unreadable", "holds Python objects, not an image array; it is refused for "
-                "safety. Save the eraser as a plain uint8 array with np.save."
-            ) from None
-        raise ImageError(
-            "unreadable", f"is truncated or not a valid .npy file ({text}). Copy it again "
-            "from the original delivery."
-        ) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ImageError(
-            "unreadable", f"could not be read ({exc}). Copy it again from the original delivery."
-        ) from None
-    if not isinstance(arr, np.ndarray):
-        raise ImageError("unreadable", "is not a single .npy array (an .npz archive?).")
-    if fileobj.read(1):
+        data = bytearray(nbytes)  # writable, so the array needs no copy
+        got = fileobj.readinto(data)
+        extra = fileobj.read(1)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _damaged(f"could not be read ({exc})") from None
+    if got < nbytes:
+        raise _damaged(f"is truncated: its header declares {nbytes} bytes of array data, "
+                       f"the file holds {got}")
+    if extra:
         raise ImageError(
             "unreadable", "holds more bytes after its array (padded, or two files joined); "
             "save the eraser again with np.save, or copy it again from the original delivery.")
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
     return check_array(arr, where)
 
 

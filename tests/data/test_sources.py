@@ -1,5 +1,6 @@
 import io
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,16 @@ import pytest
 from PIL import Image
 
 from data.errors import DataError
-from data.sources import NpyFolder, NpyZip, PngFolder, PngZip, discover, strip_extension
+from data.sources import (
+    ImageError,
+    NpyFolder,
+    NpyZip,
+    PngFolder,
+    PngZip,
+    discover,
+    load_npy_bytes,
+    strip_extension,
+)
 from model.channels import CHANNELS
 from tests.conftest import write_delivery
 
@@ -103,8 +113,6 @@ def _npy(arr: np.ndarray) -> bytes:
 
 
 def test_zip_members_hold_the_array_and_nothing_more(tmp_path):
-    from data.sources import ImageError
-
     arr = np.zeros((16, 16, 6), np.uint8)
     assert (_one_eraser(tmp_path, _npy(arr)).read("E1") == arr).all()
     with pytest.raises(ImageError, match="more bytes after its array"):
@@ -119,8 +127,6 @@ def test_zip_members_hold_the_array_and_nothing_more(tmp_path):
     (b"", "empty"),
 ])
 def test_files_named_npy_that_are_not_say_what_they_are(tmp_path, payload, expect):
-    from data.sources import ImageError
-
     (tmp_path / "E1.npy").write_bytes(payload)
     with pytest.raises(ImageError, match=r"not a NumPy \.npy file") as info:
         NpyFolder(tmp_path).read("E1")
@@ -128,11 +134,30 @@ def test_files_named_npy_that_are_not_say_what_they_are(tmp_path, payload, expec
 
 
 def test_an_npy_header_claiming_a_huge_array_is_refused_unread(tmp_path):
-    from data.sources import ImageError
-
     buf = io.BytesIO()  # a valid header for 60 GB, then a few bytes
     np.lib.format.write_array_header_1_0(
         buf, {"descr": "|u1", "fortran_order": False, "shape": (99999, 99999, 6)})
     (tmp_path / "E1.npy").write_bytes(buf.getvalue() + b"\0" * 100)
     with pytest.raises(ImageError, match="refused unread"):
         NpyFolder(tmp_path).read("E1")
+
+
+def test_npy_layouts_and_damage_are_read_right():
+    arr = np.arange(12 * 12 * 6, dtype=np.uint8).reshape(12, 12, 6)
+    fortran = load_npy_bytes(io.BytesIO(_npy(np.asfortranarray(arr))), "E1")
+    assert (fortran == arr).all() and fortran.flags.writeable
+    with pytest.raises(ImageError, match="is truncated"):
+        load_npy_bytes(io.BytesIO(_npy(arr)[:-10]), "E1")
+    with pytest.raises(ImageError, match="holds Python objects"):
+        buf = io.BytesIO()
+        np.save(buf, np.array([None, 1], dtype=object), allow_pickle=True)
+        load_npy_bytes(io.BytesIO(buf.getvalue()), "E1")
+
+
+def test_many_threads_decode_at_once():
+    # the cache decodes in threads; numpy's header parser is not thread-safe on CPython 3.11
+    payload = _npy(np.full((8, 8, 6), 7, np.uint8))
+    with ThreadPoolExecutor(8) as pool:
+        sums = set(pool.map(lambda _: int(load_npy_bytes(io.BytesIO(payload), "E").sum()),
+                            range(4000)))
+    assert sums == {7 * 8 * 8 * 6}
