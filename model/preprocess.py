@@ -15,6 +15,8 @@ from torch import Tensor
 
 from .channels import CHANNELS
 
+ROUND_OFFSET = 0.5 + 1 / 512  # rounding boundary just above the half (see resize)
+
 
 def select_channels(x: Tensor, index: Tensor) -> Tensor:
     """Channels ``index`` (positions in :data:`~model.channels.CHANNELS`) of ``(B, 6, H, W)``."""
@@ -31,7 +33,11 @@ def resize(x: Tensor, size: int) -> Tensor:
     if x.shape[-2] == size and x.shape[-1] == size:
         return x
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255)
+    # Not x.round(): upsampling puts many pixels exactly halfway between two grey levels,
+    # where the last bit of PyTorch's and onnxruntime's arithmetic decides the rounding (an
+    # exported pretrained backbone was 1e-3 off). Moving the boundary off the half keeps
+    # such exact ties on one side in both.
+    return torch.floor(x + ROUND_OFFSET).clamp(0, 255)
 
 
 def resize_uint8(images: np.ndarray | Tensor, size: int) -> Tensor:

@@ -52,7 +52,7 @@ def test_model_equals_manual_preprocessing_on_310(m):
     # Written out independently of preprocess_raw: channels first, then NCHW.
     x = torch.from_numpy(raw.numpy()[..., idx]).float().permute(0, 3, 1, 2)
     x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-    x = x.round().clamp(0, 255) / 255
+    x = torch.floor(x + 0.5 + 1 / 512).clamp(0, 255) / 255  # halves round up, see resize
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():
         assert torch.equal(m.preprocess(raw), x)

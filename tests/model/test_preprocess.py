@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from model.channels import CHANNELS
 from model.preprocess import (
+    ROUND_OFFSET,
     normalise,
     preprocess_raw,
     resize,
@@ -38,7 +39,9 @@ def test_resize_to_another_size_lands_on_the_uint8_grid():
     assert torch.equal(out, out.round())
     assert out.min() >= 0 and out.max() <= 255
     ref = F.interpolate(x, size=(24, 24), mode="bilinear", antialias=True, align_corners=False)
-    torch.testing.assert_close(out, ref.round().clamp(0, 255))
+    # nearest grey level, halves up (see the next test)
+    torch.testing.assert_close(out, torch.floor(ref + ROUND_OFFSET).clamp(0, 255))
+    assert (out - ref).abs().max() <= 0.5 + 1 / 512
     # upsampling too
     assert resize(x, 48).shape == (2, 3, 48, 48)
 
@@ -99,3 +102,15 @@ def test_preprocess_raw_rejects_a_wrong_layout_naming_the_expected_one(shape):
     with pytest.raises(ValueError, match=r"\(B, H, W, 6\)") as exc:
         preprocess_raw(torch.zeros(shape, dtype=torch.uint8), torch.tensor([0]), 8, one, one)
     assert str(list(CHANNELS)) in str(exc.value) and str(shape) in str(exc.value)
+
+
+def test_exact_halves_round_up_whatever_the_last_bit():
+    # Doubling a 2-px row by bilinear interpolation puts pixels exactly between 10 and 11
+    # (10.25, 10.75 at the quarter points, the midpoint elsewhere); the rounding of a value
+    # one float step either side of a half must agree with the exact half, or onnxruntime's
+    # and PyTorch's last bits pick different grey levels.
+    halves = torch.tensor([10.5, 10.5 - 2e-6, 10.5 + 2e-6, 254.5 - 3e-5])
+    assert torch.equal(torch.floor(halves + ROUND_OFFSET), torch.tensor([11.0, 11.0, 11.0, 255.0]))
+    x = torch.tensor([[[[10.0, 11.0], [10.0, 11.0]]]])
+    out = resize(x, 4)
+    assert out.shape == (1, 1, 4, 4) and set(out.unique().tolist()) <= {10.0, 11.0}
