@@ -25,6 +25,7 @@ from data import DataError
 from data.cache import default_cache_dir
 from model import OnnxCheck
 from model.onnx import DEFAULT_TOLERANCE
+from model.pretrained import WEIGHTS_ENV, WeightFinder, WeightsError
 from reporting.model_card import model_card
 from search.export import (
     ExportError,
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "epoch count (same seed); keeps the trial's validated thresholds")
     p.add_argument("--device", default="auto",
                    help="device for --retrain-full: auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--weights", metavar="PATH", help="ImageNet weights of a pretrained backbone "
+                   "for --retrain-full and --confirm: a file named after it, or a folder "
+                   f"(default: ${WEIGHTS_ENV}, then timm's download cache)")
     p.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="re-train the K best trials' configurations with other seeds on the "
                    "study's split and export the one with the best mean validation score "
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         study = load_study(args.study, open_existing_storage(url))
         trial = select_trial(study, args.trial)
         device = resolve_device(args.device) if args.retrain_full or args.confirm else "cpu"
-    except (StudyError, DeviceError) as exc:
+        weights = WeightFinder(args.weights)
+    except (StudyError, DeviceError, WeightsError) as exc:
         return fail(str(exc))
     metric = study.user_attrs.get("space", {}).get("metric", "graded_ap")
     out = Path(args.out) / f"{group}.pth"
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{trial.user_attrs.get('architecture', '')})")
     if args.confirm and not args.dry_run:
         try:
-            trial = confirm(study, args, device)
+            trial = confirm(study, args, device, weights)
         except (StudyError, DataError) as exc:
             return fail(f"--confirm: {exc}")
     if args.dry_run:
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         artifact_dir=Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(url),
         data_path=args.data, cache_dir=args.cache_dir, verify=not args.no_verify,
         min_recall=args.min_recall, retrain_full=args.retrain_full, device=device,
-        onnx=args.onnx, onnx_tolerance=args.onnx_tolerance)
+        onnx=args.onnx, onnx_tolerance=args.onnx_tolerance, weights=weights)
     update, close = progress_bar("refit", unit="epoch")
     try:
         exported = export_trial(study, trial, opts, card=card, say=say,
@@ -153,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def confirm(study, args: argparse.Namespace, device) -> optuna.trial.FrozenTrial:
+def confirm(study, args: argparse.Namespace, device,
+            weights: WeightFinder) -> optuna.trial.FrozenTrial:
     """--confirm: the trial whose configuration scores best over several seeds."""
     data, split = study_data(study, args.data, cache_dir=args.cache_dir)
     print(f"confirm the {args.confirm} best trials with {args.confirm_seeds} more seed(s) "
           "each on the study's split ...", flush=True)
     ranked = confirm_top(study, data, split, top=args.confirm, seeds=args.confirm_seeds,
-                         device=device, on_run=lambda t, seed, score: say(
+                         device=device, weights=weights, on_run=lambda t, seed, score: say(
                              "confirm", f"trial {t.number}, seed {seed}: {score:.4f}"))
     for c in ranked:
         say("confirm", f"trial {c.trial.number}: mean {c.mean:.4f} over "

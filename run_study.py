@@ -37,6 +37,7 @@ from cli.checks import (
 from cli.common import HelpFormatter, add_study_location, fail, progress_bar, setup_logging
 from cli.study import (
     artifact_dir_problem,
+    backbone_lines,
     ensure_demo_data,
     print_session,
     print_summary,
@@ -49,12 +50,14 @@ from cli.study import (
 from data import DataError, SplitError, format_problems
 from data.cache import default_cache_dir
 from data.noise import NoiseError, read_flagged
+from model.config import BACKBONES
+from model.pretrained import WEIGHTS_ENV, WeightFinder, WeightsError
 from reporting import dashboard as dashboard_lib
 from search.estimate import EstimateError
 from search.export import best_test_metrics
 from search.plan import DEFAULT_BUDGETS, DEMO_BUDGET, TIER_NAMES, parse_budget, planner
 from search.session import prepare
-from search.space import SearchSpace
+from search.space import BACKBONE_MODES, SCRATCH, SearchSpace
 from search.study import PRUNERS, SAMPLERS, StudyError, n_finished, storage_url
 from training.device import DeviceError, threads_per_worker, worker_device
 
@@ -63,6 +66,7 @@ DEMO_DIR = Path("demo_data")
 # of its erasers form the test split that the run ends by scoring.
 DEMO = {"n": 500, "seed": 1, "subtle_rate": 0.25, "test_fraction": 0.2}
 RESUMED_TRIALS = 50  # a resumed study without a stored plan runs up to this many more
+FAMILIES = (SCRATCH, *BACKBONE_MODES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, help="max epochs per trial (default: the rung's)")
     g.add_argument("--sizes", type=int, nargs="+", help="input sizes to search (default: the "
                    "rung's)")
+    g.add_argument("--backbones", nargs="+", metavar="NAME",
+                   help="pretrained timm backbones searched beside the scratch CNN, frozen or "
+                   "fine-tuned, where their ImageNet weights are here or can be downloaded; "
+                   f"'none' for the scratch CNN alone (default: {' '.join(BACKBONES)}; the "
+                   "demo: none)")
+    g.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+                   help="network families to search: CNNs from scratch, pretrained backbones "
+                   "frozen (only the head trains, on features computed once) or fine-tuned")
+    g.add_argument("--weights", metavar="PATH", help="ImageNet weights: a file named after its "
+                   f"backbone (resnet18.safetensors) or a folder of them (default: ${WEIGHTS_ENV}"
+                   ", then timm's download cache)")
     g.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="search strategy")
     g.add_argument("--pruner", choices=PRUNERS, default="hyperband",
                    help="stops hopeless trials early")
@@ -139,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def backbones_problem(names: list[str] | None) -> str | None:
+    unknown = [n for n in names or [] if n not in (*BACKBONES, "none")]
+    if unknown:
+        return (f"--backbones: unknown {', '.join(unknown)}; choose from "
+                f"{', '.join(BACKBONES)}, or none.")
+    if names and "none" in names and len(names) > 1:
+        return "--backbones: 'none' means the scratch CNN alone; give it without backbones."
+    return None
+
+
 def check_flags(args: argparse.Namespace, url: str) -> str | None:
     """Every numeric flag in its range and every output folder writable, before anything is
     loaded or written (a bad value must never reach a stored study)."""
@@ -151,7 +176,7 @@ def check_flags(args: argparse.Namespace, url: str) -> str | None:
         ("--test-fraction", args.test_fraction, TEST_FRACTION),
         ("--dashboard-port", args.dashboard_port, PORT), ("--seed", args.seed, SEED),
         ("--worker-index", args.worker_index, at_least(0)),
-    ]) or folder_problem(args.cache_dir, "--cache-dir") or (
+    ]) or backbones_problem(args.backbones) or folder_problem(args.cache_dir, "--cache-dir") or (
         folder_problem(args.artifact_dir, "--artifact-dir") if args.artifact_dir
         else artifact_dir_problem(url))
 
@@ -179,7 +204,8 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
         budget = parse_budget(args.budget) if args.budget else (
             DEMO_BUDGET if demo else DEFAULT_BUDGETS[device.type])
         flagged = read_flagged(args.flagged) if args.flagged else []
-    except (DeviceError, ValueError) as exc:
+        weights = WeightFinder(args.weights)
+    except (DeviceError, ValueError, WeightsError) as exc:
         return fail(str(exc))
     except NoiseError as exc:
         return fail(f"--flagged: {exc}")
@@ -189,9 +215,22 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
               "the demo's" if demo else f"default for a {device.type.upper()}")
     if args.workers > 1 or worker:
         torch.set_num_threads(threads_per_worker(args.workers))
+    modes = tuple(f for f in args.families if f != SCRATCH)
+    wanted = [] if args.backbones == ["none"] or not modes else (
+        args.backbones or ([] if demo else BACKBONES))
+    # only the process that may create the study looks for (and downloads) weights; workers
+    # train what the stored space holds and fail a trial whose weights they lack, saying so
+    found = {} if worker else (weights.local(wanted) if args.dry_run else weights.fetch(wanted))
+    backbones = tuple(n for n in wanted if n in found)
+    if SCRATCH not in args.families and not backbones and not worker:
+        return fail(f"--families {' '.join(args.families)} leaves nothing to search: no "
+                    "ImageNet weights for the backbones here. Give them with --weights, or "
+                    "add scratch.")
     base = SearchSpace(metric=args.metric, min_recall=args.min_recall, seed=args.seed,
                        threshold="min_recall" if args.min_recall else "max_f1",
-                       noise_aware=bool(flagged))
+                       noise_aware=bool(flagged), backbones=backbones,
+                       backbone_modes=modes or BACKBONE_MODES,
+                       scratch=SCRATCH in args.families or worker)
 
     plan = planner(budget, source, device, base=base, sizes=args.sizes, epochs=args.epochs,
                    n_trials=args.n_trials, tier=args.rung, measure=args.estimate,
@@ -230,9 +269,11 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
                   float("inf") if args.timeout is None else args.timeout)
     if worker:
         return run_worker(session, device, n_trials, timeout=timeout, deadline=deadline,
-                          figures=args.trial_figures)
+                          figures=args.trial_figures, weights=weights)
 
     print_session(session, study_name, url, device, budget, source, dry_run=args.dry_run)
+    for line in backbone_lines(session.space, wanted, found, dry_run=args.dry_run):
+        print(line)
     # A finished study shows in the dashboard for no time unless it is kept.
     if not args.dry_run and (args.keep_dashboard or (args.dashboard and done < n_trials)):
         try:
@@ -257,7 +298,7 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
                                deadline - time.monotonic())
         else:
             run_in_process(session, device, n_trials, timeout=timeout, deadline=deadline,
-                           figures=args.trial_figures)
+                           figures=args.trial_figures, weights=weights)
             code = 0
     except KeyboardInterrupt:
         print(f"\nInterrupted. The running trial is recorded as failed and will be run again; "

@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import optuna
@@ -18,12 +19,14 @@ from cli.checks import folder_problem
 from cli.common import hold_on_exit
 from data import format_summary
 from model import GRADED
+from model.pretrained import WEIGHTS_ENV, WeightFinder
 from reporting import dashboard as dashboard_lib
 from reporting.plots import LABELS
 from reporting.progress import StudyProgress, trial_line
 from reporting.trial_report import dashboard_hook
 from search.plan import Plan
 from search.session import Session, best_trials, make_objective, run
+from search.space import SearchSpace
 from search.study import (
     GracefulStop,
     artifact_dir_for,
@@ -89,20 +92,39 @@ def print_plan(plan: Plan | None, session: Session, budget: float, source: str) 
           f"{'/'.join(map(str, sp.sizes))} px, up to {sp.epochs} epochs a trial")
 
 
+def backbone_lines(space: SearchSpace, wanted: Sequence[str], found: Mapping[str, object], *,
+                   dry_run: bool = False) -> list[str]:
+    """What the study searches: the scratch CNN and which pretrained backbones, and, in one
+    line, the backbones left out for want of weights (and how to give them)."""
+    modes = " or ".join("fine-tuned" if m == "finetune" else m for m in space.backbone_modes)
+    families = ["scratch CNN"] * space.scratch + (
+        [f"{', '.join(space.backbones)} (ImageNet, {modes})"] if space.backbones else [])
+    lines = [f"family  {', '.join(families)}"]
+    missing = [n for n in wanted if n not in found and n not in space.backbones]
+    if missing:
+        why = "(a dry run downloads nothing)" if dry_run else "and none to download (offline?)"
+        lines.append(f"note    no ImageNet weights here for {', '.join(missing)} {why}: "
+                     f"searching without them. Give them with --weights or {WEIGHTS_ENV} "
+                     "(files named <backbone>.pth or .safetensors).")
+    return lines
+
+
 def run_in_process(session: Session, device: torch.device, n_trials: int, *,
-                   timeout: float | None, deadline: float | None, figures: bool) -> None:
+                   timeout: float | None, deadline: float | None, figures: bool,
+                   weights: WeightFinder | None = None) -> None:
     """One worker with a bar for the study and one for the running trial's epochs."""
     with StudyProgress(session.study, n_trials) as progress, GracefulStop() as stop:
         notes = dashboard_hook(session, figures=figures)
         objective = make_objective(session, device, on_epoch=progress.on_epoch,
                                    on_result=[notes], on_stop=[notes.stopped],
-                                   deadline=deadline)
+                                   deadline=deadline, weights=weights)
         run(session, objective, n_trials=n_trials, timeout=timeout,
             on_trial=progress.on_trial, stop=stop)
 
 
 def run_worker(session: Session, device: torch.device, n_trials: int, *,
-               timeout: float | None, deadline: float | None, figures: bool) -> int:
+               timeout: float | None, deadline: float | None, figures: bool,
+               weights: WeightFinder | None = None) -> int:
     """A child of --workers: plain lines, no bars (the parent aggregates)."""
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         print(trial_line(trial), flush=True)
@@ -112,7 +134,7 @@ def run_worker(session: Session, device: torch.device, n_trials: int, *,
         with GracefulStop() as stop:
             notes = dashboard_hook(session, figures=figures)
             objective = make_objective(session, device, deadline=deadline, on_result=[notes],
-                                       on_stop=[notes.stopped])
+                                       on_stop=[notes.stopped], weights=weights)
             run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
                 stop=stop)
     except KeyboardInterrupt:

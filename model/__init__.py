@@ -22,6 +22,11 @@ _EXPORTS = {
     "NATIVE_SIZE": "model.channels",
     "channel_indices": "model.channels",
     "CNNConfig": "model.config",
+    "BackboneConfig": "model.config",
+    "arch_from_dict": "model.config",
+    "WeightFinder": "model.pretrained",
+    "WeightsError": "model.pretrained",
+    "load_pretrained": "model.pretrained",
     "TASKS": "model.config",
     "preprocess_raw": "model.preprocess",
     "resize": "model.preprocess",
@@ -69,12 +74,16 @@ __all__ = [
     "NATIVE_SIZE",
     "PROB_NAMES",
     "TASKS",
+    "BackboneConfig",
     "CNNConfig",
     "CheckpointError",
     "InspectionModel",
     "OnnxCheck",
     "OnnxExportError",
     "ThresholdPolicy",
+    "WeightFinder",
+    "WeightsError",
+    "arch_from_dict",
     "build_model",
     "channel_indices",
     "choose_threshold",
@@ -88,6 +97,7 @@ __all__ = [
     "export_onnx",
     "load",
     "load_checkpoint",
+    "load_pretrained",
     "make_checkpoint",
     "make_loss",
     "model_from_checkpoint",
@@ -124,7 +134,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         model_from_checkpoint,
         save_checkpoint,
     )
-    from model.config import TASKS, CNNConfig
+    from model.config import TASKS, BackboneConfig, CNNConfig, arch_from_dict
     from model.inference import InspectionModel, predict
     from model.losses import class_weight_from_targets, make_loss, pos_weight_from_targets
     from model.metrics import (
@@ -148,3 +158,4 @@ if TYPE_CHECKING:  # static analysers see the real names
         run_onnx,
     )
     from model.preprocess import preprocess_raw, resize, resize_uint8
+    from model.pretrained import WeightFinder, WeightsError, load_pretrained

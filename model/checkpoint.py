@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .channels import CHANNELS
-from .config import CNNConfig
+from .config import ArchConfig, arch_from_dict
 from .fileio import atomic_path
 from .inference import InspectionModel
 from .metrics import GRADED, PROB_NAMES, ThresholdPolicy
@@ -57,7 +57,8 @@ RESERVED_KEYS = frozenset(
     }
 )
 REQUIRED_KEYS = ("arch", "state_dict", "normalization", "thresholds")
-VERSIONED_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "optuna", "kornia")
+VERSIONED_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "optuna", "kornia",
+                      "timm")
 
 
 class CheckpointError(Exception):
@@ -124,7 +125,7 @@ def _unwrap(net: nn.Module) -> nn.Module:
 def make_checkpoint(
     *,
     net: nn.Module,
-    cfg: CNNConfig,
+    cfg: ArchConfig,
     mean: Any,
     std: Any,
     thresholds: dict[str, float],
@@ -288,7 +289,7 @@ def _resolve_device(device: str | torch.device) -> torch.device:
 def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> InspectionModel:
     """Rebuild the :class:`InspectionModel` of a loaded checkpoint dict (CPU, eval mode)."""
     try:
-        cfg = CNNConfig.from_dict(ckpt["arch"])
+        cfg = arch_from_dict(ckpt["arch"])
         net = build_model(cfg)
         net.load_state_dict(ckpt["state_dict"])
         norm = ckpt["normalization"]

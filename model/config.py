@@ -1,8 +1,11 @@
-"""The architecture of an inspection CNN as one frozen, plain-data dataclass.
+"""The architecture of an inspection network as one frozen, plain-data dataclass per family.
 
-:class:`CNNConfig` is the single source of truth for a network: the builder reads only it, and
-the checkpoint stores ``cfg.to_dict()`` (plain lists, strings and numbers) so that a ``.pth``
-loads with ``torch.load(path, weights_only=True)`` and rebuilds the same module.
+:class:`CNNConfig` describes a CNN trained from scratch, :class:`BackboneConfig` an ImageNet
+backbone from timm with an inspection head. Each is the single source of truth for its
+network: the builder reads only it, and the checkpoint stores ``cfg.to_dict()`` (plain lists,
+strings and numbers) so that a ``.pth`` loads with ``torch.load(path, weights_only=True)`` and
+rebuilds the same module; :func:`arch_from_dict` tells the two apart (a backbone's dict has a
+``backbone`` key).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from .channels import CHANNELS
 
@@ -25,6 +28,11 @@ HEAD_POOLS: tuple[str, ...] = ("avg", "max", "flatten")
 STEMS: tuple[str, ...] = ("single", "split")
 """``split``: NORMAL (relief) and the other channels (ink) each get their own first block."""
 RELIEF = "NORMAL"
+BACKBONES: tuple[str, ...] = ("tf_efficientnet_lite0", "mobilenetv3_large_100", "resnet18",
+                              "convnext_atto")
+"""timm models offered as pretrained backbones: small enough to fine-tune on a CPU at 128 px."""
+BACKBONE_POOLS: tuple[str, ...] = ("avg", "max", "avgmax")
+"""Pooling of a backbone's last feature map; ``avgmax`` concatenates both (2x the features)."""
 KERNEL_SIZES: tuple[int, ...] = (3, 5, 7)
 MIN_DEPTH, MAX_DEPTH = 2, 6
 MIN_CONVS, MAX_CONVS = 1, 3
@@ -37,6 +45,22 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _validate_channels(owner: str, channels: tuple[str, ...]) -> None:
+    if not channels:
+        raise ValueError(f"{owner}.channels is empty; choose at least one channel")
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        raise ValueError(f"{owner}.channels has unknown channel(s) {unknown}; "
+                         f"known: {list(CHANNELS)}")
+    if len(set(channels)) != len(channels):
+        raise ValueError(f"{owner}.channels has duplicates: {list(channels)}")
+    canonical = tuple(c for c in CHANNELS if c in channels)
+    if channels != canonical:
+        # One order everywhere keeps normalisation statistics and weights aligned.
+        raise ValueError(f"{owner}.channels must follow the source order {list(CHANNELS)}; "
+                         f"write {list(canonical)} instead of {list(channels)}")
 
 
 @dataclass(frozen=True)
@@ -94,23 +118,7 @@ class CNNConfig:
             object.__setattr__(self, name, float(value))
 
     def _validate(self) -> None:
-        if not self.channels:
-            raise ValueError("CNNConfig.channels is empty; choose at least one channel")
-        unknown = [c for c in self.channels if c not in CHANNELS]
-        if unknown:
-            raise ValueError(
-                f"CNNConfig.channels has unknown channel(s) {unknown}; "
-                f"known: {list(CHANNELS)}"
-            )
-        if len(set(self.channels)) != len(self.channels):
-            raise ValueError(f"CNNConfig.channels has duplicates: {list(self.channels)}")
-        canonical = tuple(c for c in CHANNELS if c in self.channels)
-        if self.channels != canonical:
-            # One order everywhere keeps normalisation statistics and weights aligned.
-            raise ValueError(
-                f"CNNConfig.channels must follow the source order {list(CHANNELS)}; "
-                f"write {list(canonical)} instead of {list(self.channels)}"
-            )
+        _validate_channels("CNNConfig", self.channels)
         depth = len(self.widths)
         if not MIN_DEPTH <= depth <= MAX_DEPTH:
             raise ValueError(
@@ -218,3 +226,93 @@ class CNNConfig:
             )
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """An ImageNet backbone from timm (``backbone``, one of :data:`BACKBONES`) taking
+    ``channels`` through its ``in_chans`` stem, then the inspection head: ``head_pool`` over
+    the last feature map, an optional hidden layer of ``dense_width``, dropout, the logits.
+
+    Which weights it starts from and how much of it trains are training matters
+    (``TrainConfig.backbone_lr_scale``); the architecture is the same either way.
+    """
+
+    backbone: str = BACKBONES[0]
+    channels: tuple[str, ...] = CHANNELS
+    input_size: int = 160
+    head_pool: str = "avg"
+    dense_width: int = 0
+    dense_dropout: float = 0.2
+    task: str = "multilabel"
+
+    def __post_init__(self) -> None:
+        value = self.channels
+        if isinstance(value, str) or not hasattr(value, "__iter__"):
+            raise ValueError(f"BackboneConfig.channels must be a sequence, got {value!r}")
+        object.__setattr__(self, "channels", tuple(value))
+        for name in ("input_size", "dense_width"):
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"BackboneConfig.{name} must be an integer, "
+                                 f"got {getattr(self, name)!r}")
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if not _is_number(self.dense_dropout):
+            raise ValueError(f"BackboneConfig.dense_dropout must be a number, "
+                             f"got {self.dense_dropout!r}")
+        object.__setattr__(self, "dense_dropout", float(self.dense_dropout))
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"BackboneConfig.backbone {self.backbone!r} is unknown; known: "
+                             f"{list(BACKBONES)}")
+        _validate_channels("BackboneConfig", self.channels)
+        if self.task not in TASKS:
+            raise ValueError(f"BackboneConfig.task {self.task!r} is unknown; known: "
+                             f"{list(TASKS)}")
+        if self.dense_width < 0:
+            raise ValueError(f"BackboneConfig.dense_width must be >= 0 (0 = linear head), "
+                             f"got {self.dense_width}")
+        if not 0.0 <= self.dense_dropout < 1.0:
+            raise ValueError(f"BackboneConfig.dense_dropout must be in [0, 1), "
+                             f"got {self.dense_dropout}")
+        if self.input_size < 64:
+            # five stride-2 stages: below 64 px the last feature map is a single pixel, and
+            # BatchNorm cannot train on a batch of one such map
+            raise ValueError(f"BackboneConfig.input_size must be >= 64, got {self.input_size}")
+        if self.head_pool not in BACKBONE_POOLS:
+            raise ValueError(f"BackboneConfig.head_pool {self.head_pool!r} is unknown; known: "
+                             f"{list(BACKBONE_POOLS)}")
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels the network sees."""
+        return len(self.channels)
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of logits: 1 (binary), 2 (multilabel) or 4 (multiclass)."""
+        return N_OUTPUTS[self.task]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackboneConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"BackboneConfig.from_dict: unknown key(s) {unknown}; known: "
+                             f"{sorted(known)}")
+        return cls(**d)
+
+
+ArchConfig: TypeAlias = CNNConfig | BackboneConfig
+"""Either network family's architecture."""
+
+
+def arch_from_dict(d: dict[str, Any]) -> ArchConfig:
+    """The config a ``to_dict()`` came from: a backbone's has a ``backbone`` key."""
+    if not isinstance(d, dict):
+        raise ValueError(f"an architecture must be a dict, got {type(d).__name__}")
+    return (BackboneConfig if "backbone" in d else CNNConfig).from_dict(d)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .channels import CHANNELS, channel_indices
-from .config import CNNConfig
+from .config import ArchConfig
 from .metrics import PROB_NAMES, probabilities
 from .preprocess import preprocess_raw
 
@@ -32,7 +32,7 @@ class InspectionModel(nn.Module):
     def __init__(
         self,
         net: nn.Module,
-        cfg: CNNConfig,
+        cfg: ArchConfig,
         mean: Sequence[float] | Tensor,
         std: Sequence[float] | Tensor,
         thresholds: dict[str, float] | None = None,

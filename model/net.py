@@ -1,4 +1,5 @@
-"""Build the inspection CNN from a :class:`~model.config.CNNConfig`, and measure it.
+"""Build the inspection network from its config (the scratch CNN here, a pretrained backbone
+in :mod:`model.backbone`), and measure it.
 
 ``build_model`` is pure: no device, no data, no randomness beyond ``torch``'s global generator
 used by the initialisers. Module names are stable and readable
@@ -13,7 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .config import RELIEF, CNNConfig
+from .config import RELIEF, ArchConfig, BackboneConfig, CNNConfig
 
 LEAKY_SLOPE = 0.01
 """Negative slope of ``leaky_relu`` (PyTorch's default), also used for its Kaiming gain."""
@@ -117,16 +118,30 @@ class InspectionCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(cfg: CNNConfig) -> nn.Module:
-    """A freshly initialised network for ``cfg`` (on the current default device)."""
+def _backbones():
+    # Imported on first use: timm adds about 1.5 s to every command's start (measured), and
+    # scratch-only studies, predict.py and the data commands never need it.
+    from . import backbone
+
+    return backbone
+
+
+def build_model(cfg: ArchConfig) -> nn.Module:
+    """A freshly initialised network for ``cfg`` (on the current default device); a
+    backbone's weights are random too, until :func:`model.pretrained.load_pretrained`."""
+    if isinstance(cfg, BackboneConfig):
+        return _backbones().BackboneNet(cfg)
     return InspectionCNN(cfg)
 
 
-def complexity(cfg: CNNConfig) -> dict[str, int]:
+def complexity(cfg: ArchConfig) -> dict[str, int]:
     """``params`` (trainable parameters) and ``macs`` (Conv2d + Linear multiply-adds, batch 1).
 
-    Computed analytically from the config; a test cross-checks it against forward hooks.
+    For the scratch CNN computed analytically from the config (a test cross-checks it
+    against forward hooks); for a backbone counted on a weightless copy.
     """
+    if isinstance(cfg, BackboneConfig):
+        return _backbones().backbone_complexity(cfg)
     macs = 0
     params = 0
     side = cfg.input_size
@@ -151,10 +166,12 @@ def complexity(cfg: CNNConfig) -> dict[str, int]:
     return {"params": params, "macs": macs}
 
 
-def describe(cfg: CNNConfig) -> str:
+def describe(cfg: ArchConfig) -> str:
     """The architecture in one line, e.g.
     ``4x[2 conv 3-3-3-3] 32-64-128-256 relu max-pool, avg head 128, multilabel, 6ch@128``.
     """
+    if isinstance(cfg, BackboneConfig):
+        return _backbones().describe_backbone(cfg)
     kernels = "-".join(str(k) for k in cfg.kernel_sizes)
     widths = "-".join(str(w) for w in cfg.widths)
     body = f"{cfg.depth}x[{cfg.convs_per_block} conv {kernels}] {widths} {cfg.activation} "

@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from model import GRADED, CNNConfig, OnnxCheck, describe
+from model import GRADED, OnnxCheck, describe
+from model.config import arch_from_dict
 from model.onnx import INPUT_NAME, OUTPUT_NAMES
 
 CARD_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # added to the checkpoint's versions
@@ -53,7 +54,7 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
                onnx_checks: Sequence[OnnxCheck] = ()) -> str:
     """Markdown describing the export ``pth`` (and ``onnx``) made from checkpoint ``ckpt``."""
     group = ckpt.get("group", pth.stem)
-    cfg = CNNConfig.from_dict(ckpt["arch"])
+    cfg = arch_from_dict(ckpt["arch"])
     val = ckpt.get("val_metrics", {})
     thresholds = ckpt.get("thresholds", {})
     policy = ckpt.get("threshold_policy", {})

@@ -32,6 +32,7 @@ from data.pipeline import TrainData
 from model.checkpoint import RESERVED_KEYS
 from model.fileio import write_text
 from model.onnx import DEFAULT_TOLERANCE, random_images
+from model.pretrained import WeightFinder, WeightsError
 from search.space import trial_config
 from search.study import StudyError
 from training.loop import EpochReport, NonFiniteLossError, TrainResult, train
@@ -241,7 +242,8 @@ def measure_tta(net: model_lib.InspectionModel, data: EraserSet, ids: list[str],
 
 def retrain_full(trial: optuna.trial.FrozenTrial, space: dict, data: EraserSet, split: Split,
                  *, device: str | torch.device = "cpu",
-                 callback: Callable[[EpochReport], None] | None = None) -> TrainResult:
+                 callback: Callable[[EpochReport], None] | None = None,
+                 weights: WeightFinder | None = None) -> TrainResult:
     """Refit the trial's configuration on train + validation for its best epoch count.
 
     Same configuration (replayed from the trial's parameters and the study's stored
@@ -263,7 +265,10 @@ def retrain_full(trial: optuna.trial.FrozenTrial, space: dict, data: EraserSet, 
     train_data = TrainData(data.images(size), data.targets, data.ids, ids, [])
     log.info("refitting trial %d on %d erasers for %d epochs", trial.number, len(ids),
              best_epoch)
-    return train(config, train_data, device=device, callback=callback)
+    try:
+        return train(config, train_data, device=device, callback=callback, weights=weights)
+    except WeightsError as exc:
+        raise StudyError(f"{exc}; or export without --retrain-full.") from None
 
 
 def refit_checkpoint(result: TrainResult, ckpt: dict, n_erasers: int) -> dict:
@@ -316,6 +321,7 @@ class ExportOptions:
     device: str | torch.device = "cpu"
     onnx: bool = False
     onnx_tolerance: float = DEFAULT_TOLERANCE
+    weights: WeightFinder | None = None  # a pretrained backbone's ImageNet weights (refit)
 
 
 @dataclass
@@ -419,7 +425,8 @@ def _verified(ckpt: dict, net: model_lib.InspectionModel, study: optuna.Study,
             f"{trial.user_attrs.get('best_epoch')} epochs, seed kept)")
         try:
             result = retrain_full(trial, study.user_attrs.get("space", {}), data, split,
-                                  device=opts.device, callback=on_refit_epoch)
+                                  device=opts.device, callback=on_refit_epoch,
+                                  weights=opts.weights)
         except (StudyError, NonFiniteLossError) as exc:
             raise ExportError(f"the refit on train+validation failed: {exc} Nothing was "
                               "written.") from None
@@ -476,8 +483,8 @@ class Confirmed:
 
 def confirm_top(study: optuna.Study, data: EraserSet, split: Split, *, top: int,
                 seeds: int, device: str | torch.device = "cpu",
-                on_run: Callable[[optuna.trial.FrozenTrial, int, float], None] | None = None
-                ) -> list[Confirmed]:
+                on_run: Callable[[optuna.trial.FrozenTrial, int, float], None] | None = None,
+                weights: WeightFinder | None = None) -> list[Confirmed]:
     """Re-train the configurations of the ``top`` best completed trials with ``seeds`` other
     seeds on the study's own split, and rank them by their mean validation score, best first.
 
@@ -500,7 +507,10 @@ def confirm_top(study: optuna.Study, data: EraserSet, split: Split, *, top: int,
         for k in range(1, seeds + 1):
             seed = config.train.seed + 1000 * k  # far from the study's own seed
             run = replace(config, train=replace(config.train, seed=seed))
-            scores.append(train(run, td, device=device).score)
+            try:
+                scores.append(train(run, td, device=device, weights=weights).score)
+            except WeightsError as exc:
+                raise StudyError(str(exc)) from None
             if on_run is not None:
                 on_run(trial, seed, scores[-1])
         out.append(Confirmed(trial, tuple(scores)))

@@ -23,8 +23,10 @@ from optuna.artifacts import upload_artifact
 from data import EraserSet, Split
 from data.pipeline import TrainData
 from model import describe, save_checkpoint
+from model.pretrained import WeightFinder, WeightsError
 from search.space import SearchSpace, suggest_config
 from training.device import describe_device
+from training.features import FeatureCache
 from training.loop import EpochReport, NonFiniteLossError, StopTraining, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ class Objective:
                  artifact_store: optuna.artifacts.FileSystemArtifactStore | None = None,
                  flagged: Sequence[str] = (), on_epoch: EpochHook | None = None,
                  on_result: Sequence[TrialHook] = (), on_stop: Sequence[StopHook] = (),
-                 deadline: float | None = None):
+                 deadline: float | None = None, weights: WeightFinder | None = None):
         self.data = data
         self.split = split
         self.space = space
@@ -65,6 +67,8 @@ class Objective:
         self.deadline = deadline  # time.monotonic() after which a running trial ends early
         self.data_hash = data.data_hash
         self._train_data: dict[int, TrainData] = {}
+        self.weights = weights  # where pretrained backbones find their ImageNet weights
+        self.features = FeatureCache()  # a frozen backbone's feature maps, for the next trial
 
     def train_data(self, size: int) -> TrainData:
         """The split at ``size`` px, resized once and kept on the device for later trials."""
@@ -100,10 +104,14 @@ class Objective:
 
         failure = None
         try:
-            result = train(config, data, device=self.device, callback=report)
+            result = train(config, data, device=self.device, callback=report,
+                           weights=self.weights, features=self.features)
         except torch.OutOfMemoryError:
+            self.features.clear()
             failure = (f"out of memory on {self.device} ({config.model.input_size} px, batch "
-                       f"{config.train.batch_size}, widths {list(config.model.widths)})")
+                       f"{config.train.batch_size}, {describe(config.model)})")
+        except WeightsError as exc:  # e.g. a worker on a machine without the weights
+            failure = str(exc)
         except NonFiniteLossError as exc:
             failure = str(exc)
         except ValueError as exc:  # a configuration the model or loss refuses

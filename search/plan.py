@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -47,6 +47,7 @@ class Tier:
     base_widths: tuple[int, ...]
     batch_sizes: tuple[int, ...]
     epochs: int
+    backbone_sizes: tuple[int, ...] = (128, 160)  # inputs of the pretrained backbones
     focused: bool = False  # the FOCUSED choices instead of the whole space
 
     def space(self, **overrides: object) -> SearchSpace:
@@ -65,15 +66,15 @@ class Tier:
 # buys more than pixels (bench/RESULTS.md, "Time to quality"); the larger rungs are for GPUs.
 TIERS: tuple[Tier, ...] = (
     Tier("xs", sizes=(48, 64), depth=(3, 3), base_widths=(8, 16), batch_sizes=(16, 32),
-         epochs=60, focused=True),
+         epochs=60, backbone_sizes=(96, 128), focused=True),
     Tier("s", sizes=(64, 96), depth=(3, 4), base_widths=(16, 24), batch_sizes=(16, 32),
-         epochs=40, focused=True),
+         epochs=40, backbone_sizes=(96, 128), focused=True),
     Tier("m", sizes=(96, 128), depth=(3, 5), base_widths=(16, 24, 32),
-         batch_sizes=(16, 32, 64), epochs=30, focused=True),
+         batch_sizes=(16, 32, 64), epochs=30, backbone_sizes=(128, 160), focused=True),
     Tier("l", sizes=(128, 160), depth=(3, 5), base_widths=(16, 24, 32, 48),
-         batch_sizes=(32, 64, 128), epochs=30),
+         batch_sizes=(32, 64, 128), epochs=30, backbone_sizes=(160, 224)),
     Tier("xl", sizes=(160, 224), depth=(4, 6), base_widths=(24, 32, 48),
-         batch_sizes=(32, 64, 128), epochs=40),
+         batch_sizes=(32, 64, 128), epochs=40, backbone_sizes=(224, 288)),
 )
 TIER_NAMES = tuple(t.name for t in TIERS)
 DEFAULT_TIER = {"cpu": "s", "mps": "m", "cuda": "l"}  # without a timing (--no-estimate)
@@ -163,10 +164,16 @@ def plan_study(budget: float, budget_source: str, device: str | torch.device, *,
     said = tuple(f"--{k} {' '.join(map(str, v)) if isinstance(v, tuple) else v} wins over "
                  "the plan" for k, v in overrides.items())
     common = {f: getattr(base, f) for f in ("channel_sets", "metric", "threshold",
-                                             "min_recall", "noise_aware", "seed")}
+                                             "min_recall", "noise_aware", "seed", "backbones",
+                                             "backbone_modes", "scratch")}
 
     def space_of(t: Tier) -> SearchSpace:
         return t.space(**common, **overrides)
+
+    def timed_space(t: Tier) -> SearchSpace:
+        # the rung is chosen on the scratch CNNs: the pretrained ones are the same few
+        # networks at every rung, and frozen trials cost seconds once their features exist
+        return replace(space_of(t), backbones=(), scratch=True)
 
     if tier is not None or not measure:
         chosen = next(t for t in TIERS if t.name == (tier or DEFAULT_TIER[device.type]))
@@ -181,7 +188,7 @@ def plan_study(budget: float, budget_source: str, device: str | torch.device, *,
     for t in TIERS:
         space = space_of(t)
         try:
-            est = estimate_study(space, n_train, n_val, device, 1, timer=timer)
+            est = estimate_study(timed_space(t), n_train, n_val, device, 1, timer=timer)
         except EstimateError as exc:
             reasons.append(f"rung '{t.name}' could not be timed: the configuration {exc}")
             break

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FixedTrial
 
-from search.space import SearchSpace, suggest_config
+from search.space import SCRATCH, SearchSpace, suggest_config
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ def enqueue_portfolio(study: optuna.Study, space: SearchSpace,
         if len(queued) == limit:
             break
         params = {**entry.params, "flagged_weight": 1.0} if space.noise_aware else entry.params
+        if space.backbones:  # the entries are scratch CNNs
+            params = {**params, "backbone": SCRATCH}
         if not fits(params, space):
             log.debug("portfolio entry %s lies outside this search space", entry.name)
             continue

@@ -23,6 +23,7 @@ from data.cache import Progress
 from data.dataset import USE_DEFAULT_CACHE
 from data.labels import BINARY
 from data.noise import flagged_hash
+from model.pretrained import WeightFinder
 from search.objective import Objective, TrialFailed
 from search.plan import Plan
 from search.portfolio import enqueue_portfolio
@@ -288,16 +289,18 @@ def make_objective(session: Session, device: torch.device, *,
                    on_epoch: Callable[[int, EpochReport], None] | None = None,
                    on_result: Sequence[Callable[[optuna.Trial, TrainResult], None]] = (),
                    on_stop: Sequence[Callable[[optuna.Trial, str, list[dict]], None]] = (),
-                   flagged: Sequence[str] = (), deadline: float | None = None) -> Objective:
+                   flagged: Sequence[str] = (), deadline: float | None = None,
+                   weights: WeightFinder | None = None) -> Objective:
     """The study's objective; ``on_result`` hooks run after each finished trial is recorded
     (the dashboard's notes and figures: ``reporting.trial_report.dashboard_hook``), the
     ``on_stop`` hooks after a trial is pruned or fails (its ``stopped`` method). A trial
     still running at ``deadline`` (``time.monotonic()``) ends after its epoch, keeping its
-    best epoch."""
+    best epoch. Pretrained backbones take their ImageNet weights from ``weights`` (default:
+    ``ERASER_WEIGHTS`` and timm's download cache)."""
     return Objective(session.data, session.split, session.space, device=device,
                      artifact_store=session.artifact_store, flagged=flagged or session.flagged,
                      on_epoch=on_epoch, on_result=on_result, on_stop=on_stop,
-                     deadline=deadline)
+                     deadline=deadline, weights=weights)
 
 
 def run(session: Session, objective: Objective, *, n_trials: int,

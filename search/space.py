@@ -16,12 +16,15 @@ from optuna.trial import BaseTrial, FixedTrial, FrozenTrial
 from data import AugmentConfig
 from model import CNNConfig
 from model.channels import CHANNEL_SETS
+from model.config import BACKBONE_POOLS, BACKBONES, BackboneConfig
 from training.config import RunConfig, TrainConfig
 
 ACTIVATIONS = ("relu", "silu", "gelu", "leaky_relu", "mish")
 DEFAULT_CHANNEL_SETS = ("gray_normal", "gray_w_normal", "all")
 # Parameters added to the space later -> the value trials recorded before them had.
-ADDED_LATER = {"flips": True, "stem": "single"}
+ADDED_LATER = {"flips": True, "stem": "single", "backbone": "scratch"}
+SCRATCH = "scratch"  # the ``backbone`` choice of a CNN trained from scratch
+BACKBONE_MODES = ("frozen", "finetune")
 MIN_FEATURE_MAP = 2  # never pool below 2x2 before the head
 MAX_WIDTH = 512
 
@@ -51,6 +54,13 @@ class SearchSpace:
     threshold: str = "max_f1"
     min_recall: float | None = None
     noise_aware: bool = False  # also tune the loss weight of suspected mislabels
+    # Pretrained timm backbones searched beside the scratch CNN: those whose ImageNet weights
+    # this machine had when the study was created (none: the scratch family alone).
+    backbones: tuple[str, ...] = ()
+    scratch: bool = True  # False: the pretrained backbones alone
+    backbone_sizes: tuple[int, ...] = (128, 160)
+    backbone_modes: tuple[str, ...] = BACKBONE_MODES  # frozen: only the head trains
+    finetune_epochs: int = 15  # pretrained weights converge in fewer epochs than scratch
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -64,6 +74,19 @@ class SearchSpace:
                              f"{sorted(CHANNEL_SETS)}")
         if not 2 <= self.depth[0] <= self.depth[1] <= 6:
             raise ValueError(f"depth range {self.depth} must lie within 2..6")
+        unknown = set(self.backbones) - set(BACKBONES)
+        if unknown:
+            raise ValueError(f"unknown backbone(s) {sorted(unknown)}; known: {list(BACKBONES)}")
+        if set(self.backbone_modes) - set(BACKBONE_MODES) or not self.backbone_modes:
+            raise ValueError(f"backbone modes {list(self.backbone_modes)} must be some of "
+                             f"{list(BACKBONE_MODES)}")
+        if not self.scratch and not self.backbones:
+            raise ValueError("a search without the scratch CNN needs pretrained backbones")
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The ``backbone`` choices: the scratch CNN, then each pretrained backbone."""
+        return (SCRATCH,) * self.scratch + self.backbones
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,42 +112,35 @@ def max_depth_for(size: int) -> int:
 
 def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunConfig:
     """Sample one complete training run from ``space``."""
-    size = trial.suggest_categorical("input_size", list(space.sizes))
+    backbone = (trial.suggest_categorical("backbone", list(space.families))
+                if space.backbones else SCRATCH)
     channels = CHANNEL_SETS[trial.suggest_categorical("channels", list(space.channel_sets))]
-    depth = trial.suggest_int("depth", *space.depth)
-    depth = max(2, min(depth, max_depth_for(size)))
-    base = trial.suggest_categorical("base_width", list(space.base_widths))
-    growth = trial.suggest_categorical("width_growth", [1.5, 2.0])
-    kernel_first = trial.suggest_categorical("kernel_first", list(space.kernels_first))
-    kernel_rest = trial.suggest_categorical("kernel_rest", list(space.kernels_rest))
     dense_width = trial.suggest_categorical("dense_width", list(space.dense_widths))
     task = trial.suggest_categorical("task", list(space.tasks))
-    # A split stem gives NORMAL its own first block, so that the ink channels cannot drown
-    # the relief; it only means something when both are there.
-    split_able = "NORMAL" in channels and len(channels) > 1
-    stem = trial.suggest_categorical("stem", list(space.stems)) if split_able else "single"
-    model = CNNConfig(
-        channels=channels,
-        input_size=size,
-        widths=widths_for(base, growth, depth),
-        kernel_sizes=(kernel_first,) + (kernel_rest,) * (depth - 1),
-        convs_per_block=trial.suggest_int("convs_per_block", 1, 2),
-        activation=trial.suggest_categorical("activation", list(ACTIVATIONS)),
-        pool=trial.suggest_categorical("pool", ["max", "avg"]),
-        spatial_dropout=trial.suggest_float("spatial_dropout", 0.0, 0.3),
-        head_pool=trial.suggest_categorical("head_pool", list(space.head_pools)),
-        dense_width=dense_width,
-        dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.5) if dense_width else 0.0,
-        task=task,
-        stem=stem,
-    )
+    if backbone == SCRATCH:
+        model = _suggest_scratch(trial, space, channels, dense_width, task)
+        frozen, epochs, lr_scale = False, space.epochs, TrainConfig.backbone_lr_scale
+    else:
+        mode = trial.suggest_categorical("backbone_mode", list(space.backbone_modes))
+        frozen = mode == "frozen"
+        # fine-tuning moves ImageNet weights gently; frozen, only the head trains
+        lr_scale = 0.0 if frozen else trial.suggest_float("backbone_lr_scale", 0.01, 0.3,
+                                                          log=True)
+        epochs = space.epochs if frozen else min(space.epochs, space.finetune_epochs)
+        model = BackboneConfig(
+            backbone=backbone, channels=channels,
+            input_size=trial.suggest_categorical("backbone_size", list(space.backbone_sizes)),
+            head_pool=trial.suggest_categorical("backbone_pool", list(BACKBONE_POOLS)),
+            dense_width=dense_width,
+            dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.5),
+            task=task)
 
     optimizer = trial.suggest_categorical("optimizer", list(space.optimizers))
     loss = trial.suggest_categorical("loss", ["bce", "focal"])
     imbalance = trial.suggest_categorical("imbalance", ["weighted", "balanced", "none"])
     weight = trial.suggest_float("weight_strength", 0.25, 1.5) if imbalance == "weighted" else 0
     train = TrainConfig(
-        epochs=space.epochs,
+        epochs=epochs,
         batch_size=trial.suggest_categorical("batch_size", list(space.batch_sizes)),
         optimizer=optimizer,
         lr=trial.suggest_float("lr", *space.lr, log=True),
@@ -137,6 +153,7 @@ def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunC
         label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.1),
         neg_smoothing=trial.suggest_float("neg_smoothing", 0.0, 0.2),
         sampling="balanced" if imbalance == "balanced" else "shuffle",
+        backbone_lr_scale=lr_scale,
         flagged_weight=(trial.suggest_float("flagged_weight", 0.0, 1.0)
                         if space.noise_aware else 1.0),
         early_stop_patience=space.patience,
@@ -145,11 +162,14 @@ def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunC
         min_recall=space.min_recall,
         seed=space.seed,  # one seed for all trials: differences come from the parameters
     )
-    augment = AugmentConfig.from_strength(
-        trial.suggest_float("aug_geometric", 0.0, 1.0),
-        trial.suggest_float("aug_photometric", 0.0, 1.0),
-        # mirrored logos never come off the line, and at small budgets they cost print AP
-        flips=trial.suggest_categorical("flips", [False, True]))
+    # mirrored logos never come off the line, and at small budgets they cost print AP
+    flips = trial.suggest_categorical("flips", [False, True])
+    if frozen:  # its features are computed once: flips are the only augmentation left
+        augment = AugmentConfig.from_strength(0.0, 0.0, flips=flips)
+    else:
+        augment = AugmentConfig.from_strength(trial.suggest_float("aug_geometric", 0.0, 1.0),
+                                              trial.suggest_float("aug_photometric", 0.0, 1.0),
+                                              flips=flips)
     return RunConfig(model=model, train=train, augment=augment)
 
 
@@ -170,3 +190,33 @@ def trial_config(trial: FrozenTrial, space: SearchSpace | dict) -> RunConfig:
     except (KeyError, ValueError) as exc:
         raise ValueError(f"trial {trial.number}'s parameters do not replay in this version's "
                          f"search space ({exc})") from None
+
+
+def _suggest_scratch(trial: BaseTrial, space: SearchSpace, channels: tuple[str, ...],
+                     dense_width: int, task: str) -> CNNConfig:
+    size = trial.suggest_categorical("input_size", list(space.sizes))
+    depth = trial.suggest_int("depth", *space.depth)
+    depth = max(2, min(depth, max_depth_for(size)))
+    base = trial.suggest_categorical("base_width", list(space.base_widths))
+    growth = trial.suggest_categorical("width_growth", [1.5, 2.0])
+    kernel_first = trial.suggest_categorical("kernel_first", list(space.kernels_first))
+    kernel_rest = trial.suggest_categorical("kernel_rest", list(space.kernels_rest))
+    # A split stem gives NORMAL its own first block, so that the ink channels cannot drown
+    # the relief; it only means something when both are there.
+    split_able = "NORMAL" in channels and len(channels) > 1
+    stem = trial.suggest_categorical("stem", list(space.stems)) if split_able else "single"
+    return CNNConfig(
+        channels=channels,
+        input_size=size,
+        widths=widths_for(base, growth, depth),
+        kernel_sizes=(kernel_first,) + (kernel_rest,) * (depth - 1),
+        convs_per_block=trial.suggest_int("convs_per_block", 1, 2),
+        activation=trial.suggest_categorical("activation", list(ACTIVATIONS)),
+        pool=trial.suggest_categorical("pool", ["max", "avg"]),
+        spatial_dropout=trial.suggest_float("spatial_dropout", 0.0, 0.3),
+        head_pool=trial.suggest_categorical("head_pool", list(space.head_pools)),
+        dense_width=dense_width,
+        dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.5) if dense_width else 0.0,
+        task=task,
+        stem=stem,
+    )

@@ -16,7 +16,13 @@ from tests.postgres_fixture import postgres_cluster, postgres_url  # noqa: F401 
 torch.set_num_threads(min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                           else os.cpu_count() or 1))
 
+# Tests never reach the Hugging Face hub, nor a user's own weights: pretrained backbones
+# load the random stand-in weights of the `backbone_weights` fixture, through the same path.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("ERASER_WEIGHTS", None)
+
 CODES = ("0_0", "0_1", "1_0", "1_1")
+STAND_IN_BACKBONES = ("tf_efficientnet_lite0", "mobilenetv3_large_100")
 
 
 def write_delivery(folder: Path, n: int = 12, size: int = 16, seed: int = 0,
@@ -66,3 +72,18 @@ def synthetic_set(synthetic: Path, tmp_path_factory: pytest.TempPathFactory):
     from data import load_data
 
     return load_data(synthetic, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def backbone_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of weight files as a user would give them (``<backbone>.pth``, timm's layout
+    for three-channel RGB input with its ImageNet classifier): random, seeded stand-ins for
+    the real ImageNet weights, which tests cannot download."""
+    import timm
+
+    folder = tmp_path_factory.mktemp("weights")
+    for i, name in enumerate(STAND_IN_BACKBONES):
+        torch.manual_seed(i)
+        torch.save(timm.create_model(name, pretrained=False).state_dict(),
+                   folder / f"{name}.pth")
+    return folder

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from data.augment import AugmentConfig
 from model import CNNConfig, ThresholdPolicy
+from model.config import ArchConfig, arch_from_dict
 from model.fileio import write_text
 
 METRICS = ("graded_ap", "defect_ap", "graded_f1")
@@ -17,7 +18,7 @@ METRICS = ("graded_ap", "defect_ap", "graded_f1")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything about how a network is trained (the architecture is in ``CNNConfig``)."""
+    """Everything about how a network is trained (the architecture is in ``RunConfig.model``)."""
 
     epochs: int = 30
     batch_size: int = 64
@@ -35,6 +36,9 @@ class TrainConfig:
     neg_smoothing: float = 0.0  # one-sided: labelled-good targets become this (missed defects)
     sampling: str = "shuffle"  # shuffle | balanced (then no loss weighting)
     flagged_weight: float = 1.0  # loss weight of erasers flagged as suspected mislabels
+    # A pretrained backbone's learning rate as a share of ``lr`` (the head's); 0 freezes it
+    # (only the head trains, on feature maps computed once). Scratch CNNs ignore it.
+    backbone_lr_scale: float = 0.1
     early_stop_patience: int = 8  # epochs without improvement; 0 = never stop early
     metric: str = "graded_ap"  # what "best epoch" and the study maximise
     threshold: str = "max_f1"  # max_f1 | min_recall
@@ -52,6 +56,7 @@ class TrainConfig:
             (self.sampling in ("shuffle", "balanced"), "sampling must be shuffle or balanced"),
             (self.metric in METRICS, f"metric must be one of {METRICS}"),
             (0.0 <= self.flagged_weight <= 1.0, "flagged_weight must be in [0, 1]"),
+            (0.0 <= self.backbone_lr_scale <= 1.0, "backbone_lr_scale must be in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -72,7 +77,7 @@ class TrainConfig:
 class RunConfig:
     """One complete, replayable training run: architecture, training and augmentation."""
 
-    model: CNNConfig = field(default_factory=CNNConfig)
+    model: ArchConfig = field(default_factory=CNNConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -99,7 +104,7 @@ class RunConfig:
         bad = set(d.get("augment", {})) - aug_keys
         if bad:
             raise ValueError(f"unknown augment key(s) {sorted(bad)}; known: {sorted(aug_keys)}")
-        return cls(model=CNNConfig.from_dict(d.get("model", {})),
+        return cls(model=arch_from_dict(d.get("model", {})),
                    train=TrainConfig(**d.get("train", {})),
                    augment=AugmentConfig(**d.get("augment", {})))
 

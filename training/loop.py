@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from data.pipeline import DeviceBatches, Preprocessor, TrainData
+from data.pipeline import DeviceBatches, Preprocessor, TrainData, to_device
 from model import (
     build_model,
     class_weight_from_targets,
@@ -33,7 +33,10 @@ from model import (
     probabilities,
 )
 from model.channels import channel_indices
-from training.config import RunConfig
+from model.config import ArchConfig, BackboneConfig
+from model.pretrained import WeightFinder, load_pretrained
+from training.config import RunConfig, TrainConfig
+from training.features import FLIP_VIEWS, FeatureCache, frozen_features
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +137,18 @@ def _defect_ap(logits: list[torch.Tensor], targets: list[torch.Tensor], task: st
 # One function on purpose (about 140 lines): set-up, the epoch loop and the result read top to
 # bottom in the order they run, and every trial, refit and cross-validation fold runs it.
 def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "cpu",
-          callback: Callable[[EpochReport], None] | None = None) -> TrainResult:
+          callback: Callable[[EpochReport], None] | None = None,
+          weights: WeightFinder | None = None,
+          features: FeatureCache | None = None) -> TrainResult:
     """Train ``config`` on ``data``'s training rows, validating on its validation rows.
 
     Without validation rows (a final refit on every labelled eraser) it trains all
     ``config.train.epochs`` epochs and returns the last one, with empty metrics and thresholds.
+
+    A pretrained backbone starts from the ImageNet weights ``weights`` finds (default: the
+    user's ``ERASER_WEIGHTS`` and the download cache; :class:`~model.pretrained.WeightsError`
+    when there are none). Frozen (``backbone_lr_scale`` 0), only its head trains, on feature
+    maps computed once (kept in ``features`` for the next run with the same backbone).
 
     Raises :class:`NonFiniteLossError` if the loss stops being finite; anything the callback
     raises (e.g. a pruning signal) propagates unchanged.
@@ -156,10 +166,17 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
     mean = [data.mean6[i] for i in ch]
     std = [data.std6[i] for i in ch]
     pre = Preprocessor(ch, mean, std, config.augment).to(device)
-    net = build_model(cfg).to(device)
+    net = build_model(cfg)
+    weight_file = None
+    if isinstance(cfg, BackboneConfig):
+        weight_file = (weights or WeightFinder()).require(cfg.backbone)
+        load_pretrained(net, cfg, weight_file)
     # channels-last on every device: 1.4-1.5x faster training steps on a CPU too, same
     # arithmetic (bench/RESULTS.md, "CPU training speed")
-    net = net.to(memory_format=torch.channels_last)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    frozen = isinstance(cfg, BackboneConfig) and tc.backbone_lr_scale == 0
+    if frozen:
+        net.backbone.requires_grad_(False)
 
     train_targets = data.targets[data.train_rows]
     loss_fn = make_loss(
@@ -173,25 +190,60 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
     sample_weight = torch.where(torch.as_tensor(data.train_flagged),
                                 tc.flagged_weight, 1.0).float().to(device)
 
-    batches = DeviceBatches(data.images, data.targets, device, batch_size=tc.batch_size,
-                            rows=data.train_rows, sampling=tc.sampling,
-                            codes=data.train_codes, seed=tc.seed)
-    val_batches = DeviceBatches(data.images, data.targets, device,
-                                batch_size=max(tc.batch_size, 256), rows=data.val_rows)
+    views = FLIP_VIEWS if config.augment.flips else 1
+    if frozen:
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            images = to_device(data.images, device)
+            t0 = time.perf_counter()
+            # training maps in half precision (4 views of 1,000 erasers fit in memory), the
+            # validation maps in full: they decide epochs and thresholds
+            out = (frozen_features(net.backbone, pre, images, data.train_rows, views=views,
+                                   dtype=torch.float16, autocast=lambda: _autocast(device)),
+                   frozen_features(net.backbone, pre, images, data.val_rows,
+                                   autocast=lambda: _autocast(device)))
+            log.info("features of %s at %d px for %d erasers x %d views in %.1f s",
+                     cfg.backbone, cfg.input_size, len(data.train_rows), views,
+                     time.perf_counter() - t0)
+            return out
+        key = (cfg.backbone, cfg.channels, cfg.input_size, views, str(weight_file), id(data),
+               len(data.train_rows), len(data.val_rows))
+        # the feature maps hold the training (validation) rows only, in order
+        (train_in, val_in), train_rows, val_rows = (
+            (features or FeatureCache()).get(key, compute), None, None)
+        train_y, val_y = data.targets[data.train_rows], data.targets[data.val_rows]
+    else:
+        train_in = val_in = data.images
+        train_rows, val_rows, train_y, val_y = (data.train_rows, data.val_rows, data.targets,
+                                                data.targets)
+    batches = DeviceBatches(train_in, train_y, device, batch_size=tc.batch_size,
+                            rows=train_rows, sampling=tc.sampling, codes=data.train_codes,
+                            seed=tc.seed)
+    val_batches = DeviceBatches(val_in, val_y, device, batch_size=max(tc.batch_size, 256),
+                                rows=val_rows)
+    view_rng = torch.Generator().manual_seed(tc.seed)
+
+    def forward(xb: torch.Tensor, train: bool) -> torch.Tensor:
+        """Logits of a batch: uint8 images, or a frozen backbone's feature maps."""
+        if frozen:  # one random flip view per eraser when training, the eraser as is else
+            pick = (torch.randint(xb.shape[1], (len(xb),), generator=view_rng) if train
+                    else torch.zeros(len(xb), dtype=torch.long))
+            with _autocast(device):
+                return net.head(xb[torch.arange(len(xb)), pick.to(xb.device)])
+        x = pre(xb, train=train).contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            return net(x)
+
     steps_per_epoch = math.ceil(len(batches) / tc.batch_size)
     total_steps = steps_per_epoch * tc.epochs
-
-    if tc.optimizer == "adamw":
-        opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    else:
-        opt = torch.optim.SGD(net.parameters(), lr=tc.lr, momentum=tc.momentum, nesterov=True,
-                              weight_decay=tc.weight_decay)
+    opt = _optimizer(net, cfg, tc)
     if tc.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
     elif tc.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total_steps)
     else:
         sched = None
+    trainable = [p for g in opt.param_groups for p in g["params"]]
 
     history: list[dict[str, float]] = []
     best = {"score": -math.inf, "epoch": 0}
@@ -201,12 +253,11 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
     for epoch in range(1, tc.epochs + 1):
         t0 = time.perf_counter()
         net.train()
+        if frozen:
+            net.backbone.eval()  # its BatchNorm statistics stay ImageNet's
         losses, lrs, seen_logits, seen_targets = [], [], [], []
         for step, (pos, xb, yb) in enumerate(batches.epoch()):
-            x = pre(xb, train=True)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
-                logits = net(x)
+            logits = forward(xb, train=True)
             loss = loss_fn(logits.float(), yb, sample_weight[pos])
             lrs.append(opt.param_groups[0]["lr"])
             # Reading the loss on a GPU would make the host wait for every step (no queueing
@@ -216,7 +267,7 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+                nn.utils.clip_grad_norm_(trainable, tc.grad_clip)
             opt.step()
             if sched is not None:
                 sched.step()
@@ -232,7 +283,8 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
         train_ap = _defect_ap(seen_logits, seen_targets, cfg.task)
 
         if len(data.val_rows):
-            val_loss, val_logits = evaluate_logits(net, pre, val_batches, loss_fn, device)
+            net.eval()
+            val_loss, val_logits = evaluate_logits(forward, val_batches, loss_fn)
             val_probs = probabilities(val_logits, cfg.task).numpy()
             metrics = evaluate(val_probs, val_targets, policy=tc.policy)
         else:  # nothing to choose an epoch on: the last one is the result
@@ -276,16 +328,29 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
 
 
 @torch.inference_mode()
-def evaluate_logits(net: nn.Module, pre: Preprocessor, batches: DeviceBatches,
-                    loss_fn: nn.Module, device: torch.device) -> tuple[float, torch.Tensor]:
-    """Mean loss and the logits (float32, CPU) over ``batches`` in order, without augmentation."""
-    net.eval()
+def evaluate_logits(forward: Callable[[torch.Tensor, bool], torch.Tensor],
+                    batches: DeviceBatches, loss_fn: nn.Module) -> tuple[float, torch.Tensor]:
+    """Mean loss and the logits (float32, CPU) over ``batches`` in order, without
+    augmentation; ``forward(batch, train)`` gives the logits (the network in eval mode)."""
     out, total = [], 0.0
     for _, xb, yb in batches.epoch(shuffle=False):
-        x = pre(xb, train=False)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
-            logits = net(x).float()
+        logits = forward(xb, False).float()
         total += loss_fn(logits, yb).item() * len(xb)
         out.append(logits.cpu())
     return total / max(len(batches), 1), torch.cat(out)
+
+
+def _optimizer(net: nn.Module, cfg: ArchConfig, tc: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD over what trains: a backbone at ``backbone_lr_scale`` times the head's
+    learning rate (fine-tuning pretrained weights gently), nothing of a frozen one."""
+    if isinstance(cfg, BackboneConfig):
+        groups = [{"params": list(net.head.parameters()), "lr": tc.lr}]
+        if tc.backbone_lr_scale > 0:
+            groups.append({"params": list(net.backbone.parameters()),
+                           "lr": tc.lr * tc.backbone_lr_scale})
+    else:
+        groups = [{"params": list(net.parameters()), "lr": tc.lr}]
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
+    return torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, nesterov=True,
+                           weight_decay=tc.weight_decay)

@@ -111,3 +111,41 @@ def test_dry_run_trains_nothing_and_writes_no_study(env, capsys):
     import optuna
 
     assert [s.study_name for s in optuna.get_all_study_summaries(env["url"])] == ["other"]
+
+
+def test_pretrained_backbones_search_export_and_resume(env, backbone_weights, capsys):
+    args = ["--data", env["data"], "--study", "bb", "--storage", env["url"], "--n-trials", "2",
+            "--epochs", "2", "--cache-dir", env["cache"], "--no-estimate",
+            "--backbones", "mobilenetv3_large_100", "--families", "frozen",
+            "--weights", str(backbone_weights)]
+    assert run_study.main(args) == 0
+    out = capsys.readouterr().out
+    assert "family  mobilenetv3_large_100 (ImageNet, frozen)\n" in out  # no scratch CNN
+    import optuna
+    study = optuna.load_study(study_name="bb", storage=env["url"])
+    assert study.user_attrs["space"]["backbones"] == ["mobilenetv3_large_100"]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.params["backbone_mode"] == "frozen" for t in done)
+    # exported with every weight: it loads and predicts with no weights around
+    out_dir = env["tmp"] / "export"
+    assert export_best.main(["--study", "bb", "--group", "BB", "--storage", env["url"],
+                             "--out", str(out_dir), "--cache-dir", env["cache"],
+                             "--onnx"]) == 0
+    plain = torch.load(out_dir / "BB.pth", weights_only=True)
+    assert plain["arch"]["backbone"] == "mobilenetv3_large_100"
+    # resumed without the flags, the study keeps its families
+    assert run_study.main([*args[:10], "--n-trials", "3", "--dry-run"]) == 0
+    assert "family  mobilenetv3_large_100" in capsys.readouterr().out
+
+
+def test_backbone_flags_are_checked_and_missing_weights_said_once(env, capsys):
+    assert run_study.main([*study_args(env), "--backbones", "vgg11", "--dry-run"]) == 2
+    assert "--backbones: unknown vgg11" in capsys.readouterr().err
+    assert run_study.main([*study_args(env), "--weights", str(env["tmp"] / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert run_study.main([*study_args(env), "--families", "frozen"]) == 2
+    assert "leaves nothing to search" in capsys.readouterr().err
+    assert run_study.main([*study_args(env), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "family  scratch CNN\n" in out
+    assert out.count("no ImageNet weights here for tf_efficientnet_lite0") == 1

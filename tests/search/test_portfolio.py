@@ -53,3 +53,15 @@ def test_only_fitting_entries_are_queued_and_noise_aware_studies_get_their_weigh
     assert enqueue_portfolio(study, noisy, entries=[outside, inside]) == [inside.name]
     trial = study.ask()
     assert suggest_config(trial, noisy).train.flagged_weight == 1.0
+
+
+def test_entries_stay_scratch_cnns_in_a_space_with_backbones():
+    space = SearchSpace(backbones=("resnet18",))
+    study = optuna.create_study(direction="maximize")
+    assert enqueue_portfolio(study, space)
+    trial = study.ask()
+    assert trial.params.get("backbone") is None  # params are suggested on demand
+    config = suggest_config(trial, space)
+    assert trial.params["backbone"] == "scratch" and not hasattr(config.model, "backbone")
+    assert not enqueue_portfolio(optuna.create_study(), SearchSpace(backbones=("resnet18",),
+                                                                    scratch=False))

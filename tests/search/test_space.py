@@ -2,8 +2,10 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
+from data import AugmentConfig
 from model import build_model, complexity
-from search.space import SearchSpace, max_depth_for, suggest_config, widths_for
+from model.config import BackboneConfig
+from search.space import SearchSpace, max_depth_for, suggest_config, trial_config, widths_for
 
 
 def test_fixed_trial_replays_a_sampled_trial_exactly():
@@ -66,3 +68,49 @@ def test_the_space_s_choices_bound_every_trial():
         config = suggest_config(study.ask(), space)
         assert config.train.optimizer == "adamw" and 1e-3 <= config.train.lr <= 2e-3
         assert set(config.model.kernel_sizes) == {3} and config.model.dense_width == 0
+
+
+def test_pretrained_backbones_are_searched_beside_the_scratch_cnn():
+    space = SearchSpace(backbones=("tf_efficientnet_lite0", "resnet18"), epochs=40,
+                        finetune_epochs=12)
+    assert space.families == ("scratch", "tf_efficientnet_lite0", "resnet18")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3),
+                                direction="maximize")
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        config = suggest_config(trial, space)
+        assert suggest_config(FixedTrial(trial.params), space) == config  # exact replay
+        if isinstance(config.model, BackboneConfig):
+            mode = trial.params["backbone_mode"]
+            seen.add(mode)
+            assert config.model.input_size in space.backbone_sizes
+            assert "depth" not in trial.params and "input_size" not in trial.params
+            if mode == "frozen":  # features computed once: flips are all it can augment
+                assert config.train.backbone_lr_scale == 0 and config.train.epochs == 40
+                assert "aug_geometric" not in trial.params
+                assert config.augment == AugmentConfig.from_strength(
+                    0, 0, flips=trial.params["flips"])
+            else:
+                assert 0.01 <= config.train.backbone_lr_scale <= 0.3
+                assert config.train.epochs == 12
+        else:
+            seen.add("scratch")
+        study.tell(trial, 0.0)
+    assert seen == {"scratch", "frozen", "finetune"}
+
+
+def test_backbones_alone_and_old_trials_replay():
+    alone = SearchSpace(backbones=("resnet18",), scratch=False, backbone_modes=("frozen",))
+    config = suggest_config(optuna.create_study().ask(), alone)
+    assert config.model.backbone == "resnet18" and config.train.backbone_lr_scale == 0
+    with pytest.raises(ValueError, match="needs pretrained backbones"):
+        SearchSpace(scratch=False)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        SearchSpace(backbones=("vgg11",))
+    # a trial recorded before backbones existed replays as the scratch CNN it was
+    old = optuna.create_study().ask()
+    before = suggest_config(old, SearchSpace())
+    frozen = optuna.trial.create_trial(params=old.params, distributions=old.distributions,
+                                       value=0.5)
+    assert trial_config(frozen, SearchSpace(backbones=("resnet18",))) == before

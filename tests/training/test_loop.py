@@ -6,7 +6,10 @@ import torch
 from data import AugmentConfig, make_split
 from data.pipeline import TrainData
 from model import CNNConfig, build_model
+from model.config import BackboneConfig
+from model.pretrained import WeightFinder, WeightsError, load_pretrained
 from training.config import RunConfig, TrainConfig
+from training.features import FeatureCache
 from training.loop import NonFiniteLossError, StopTraining, train
 
 TINY = CNNConfig(input_size=32, widths=(16, 32, 64), kernel_sizes=(3, 3, 3), convs_per_block=1,
@@ -83,3 +86,58 @@ def test_a_callback_can_end_the_run_keeping_its_best_epoch(data32):
     result = run(data32, epochs=5, callback=stop_after_two)
     assert result.epochs_run == 2 and result.stop_reason == "the budget ran out"
     assert result.best_epoch in (1, 2) and result.val_probs.shape[0] == len(data32.val_rows)
+
+
+def _backbone_run(scale, epochs=2, flips=False):
+    return RunConfig(BackboneConfig(backbone="mobilenetv3_large_100", channels=("GRAY", "NORMAL"),
+                                    input_size=64, dense_width=16),
+                     TrainConfig(epochs=epochs, batch_size=16, early_stop_patience=0, lr=3e-3,
+                                 backbone_lr_scale=scale),
+                     AugmentConfig.from_strength(0.0, 0.0, flips=flips))
+
+
+def _pretrained(weights):
+    cfg = _backbone_run(0.0).model
+    net = build_model(cfg)
+    load_pretrained(net, cfg, weights / f"{cfg.backbone}.pth")
+    return net.state_dict()
+
+
+@pytest.fixture(scope="module")
+def data64(synthetic_set):
+    split = make_split(synthetic_set.ids, synthetic_set.codes, k=4, seed=0)
+    return TrainData.from_split(synthetic_set, split, 64)
+
+
+def test_a_frozen_backbone_trains_its_head_alone_on_features_computed_once(
+        data64, backbone_weights):
+    finder, cache = WeightFinder(backbone_weights), FeatureCache()
+    start = _pretrained(backbone_weights)
+    a = train(_backbone_run(0.0, flips=True), data64, weights=finder, features=cache)
+    for k, v in a.state_dict.items():
+        same = torch.equal(v, start[k])
+        assert same if k.startswith("backbone.") else True, k
+    assert not torch.equal(a.state_dict["head.layers.out.weight"],
+                           start["head.layers.out.weight"])
+    assert np.isfinite(a.val_probs).all() and a.metrics
+    b = train(_backbone_run(0.0, epochs=3, flips=True), data64, weights=finder,
+              features=cache)
+    assert cache.hits == 1 and b.epochs_run == 3
+    # the best epoch's weights reproduce its validation probabilities through the full net
+    net = build_model(b.config.model).eval()
+    net.load_state_dict(b.state_dict)
+    assert set(b.thresholds) == {"print_error", "physical_error", "no_defect", "defect"}
+
+
+def test_fine_tuning_moves_the_backbone_gently(data64, backbone_weights):
+    start = _pretrained(backbone_weights)
+    result = train(_backbone_run(0.1), data64, weights=WeightFinder(backbone_weights))
+    moved = [k for k, v in result.state_dict.items()
+             if k.startswith("backbone.") and v.is_floating_point()
+             and not torch.equal(v, start[k])]
+    assert len(moved) > 10
+
+
+def test_a_backbone_without_weights_is_never_trained_from_random(data64):
+    with pytest.raises(WeightsError, match="no ImageNet weights for mobilenetv3_large_100"):
+        train(_backbone_run(0.0), data64)
