@@ -26,7 +26,9 @@ from data import DataError, SplitError, format_problems, k_for_fraction, load_da
 from data.cache import default_cache_dir
 from data.pipeline import TrainData
 from model import describe, save_checkpoint
+from model.config import BackboneConfig
 from model.fileio import write_text
+from model.pretrained import WEIGHTS_ENV, WeightFinder, WeightsError
 from reporting.plots import training_curves
 from training.config import RunConfig, RunFileError, TrainConfig, load_config, save_config
 from training.device import DeviceError, describe_device, resolve_device
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-regex", default=None, help="keep packs on one side of the split")
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--weights", metavar="PATH", help="ImageNet weights for a pretrained backbone "
+                   "config: a file named after it, or a folder of them (default: "
+                   f"${WEIGHTS_ENV}, then timm's download cache)")
     p.add_argument("--out", default="reports/train", help="folder for the outputs")
     p.add_argument("--name", default="model", help="file stem of the checkpoint")
     p.add_argument("--force", action="store_true",
@@ -87,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         config = (load_config(args.config, **epochs) if args.config
                   else RunConfig(train=TrainConfig(**epochs)))
         device = resolve_device(args.device)
+        weights = WeightFinder(args.weights)
+        if isinstance(config.model, BackboneConfig):  # before any work: weights are here
+            weights.require(config.model.backbone)
     except RunFileError as exc:
         return fail(f"--config: {exc}")
-    except DeviceError as exc:
+    except (DeviceError, WeightsError) as exc:
         return fail(str(exc))
     update, close = progress_bar("loading data")
     try:
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     td = TrainData.from_split(data, split, config.model.input_size, device=device)
     try:
-        result = train(config, td, device=device, callback=on_epoch)
+        result = train(config, td, device=device, callback=on_epoch, weights=weights)
     except NonFiniteLossError as exc:
         return fail(f"training stopped: {exc}")
     out = Path(args.out)

@@ -457,6 +457,11 @@ def test_bad_train_config(ws, tmp_path, capsys):
     for not_a_run in ("[1, 2]", '{"train": 3}', '"model"'):  # valid JSON, wrong shape
         bad.write_text(not_a_run)
         run_case("train", [*argv, "--epochs", "1"], ws, capsys, "not a valid run configuration")
+    # a pretrained backbone with no ImageNet weights to start from: said before any work
+    bad.write_text('{"model": {"backbone": "resnet18", "input_size": 64}}')
+    run_case("train", argv, ws, capsys, "no ImageNet weights for resnet18 on this machine")
+    run_case("train", [*argv, "--weights", str(tmp_path / "nowhere")], ws, capsys,
+             "does not exist")
     assert not (tmp_path / "o").exists()
 
 
