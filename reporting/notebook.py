@@ -10,7 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import shutil
+import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -30,6 +34,68 @@ from training.scoring import predict_set, score
 log = logging.getLogger(__name__)
 
 DPI = 100
+
+
+# --- keeping the work on Google Drive ----------------------------------------------------
+
+class FolderMirror:
+    """Keeps a copy of the notebook's work folder (study database, artifacts, exports,
+    reports) in ``keep``, a Google Drive folder on Colab, so a recycled runtime loses nothing.
+
+    The study's SQLite file itself stays on the runtime's own disk: SQLite's locking is not
+    reliable on a synced folder, and a copy taken mid-write can be torn. :meth:`save` copies
+    it with SQLite's online backup (consistent even while a trial writes) and every other
+    file that is new or changed; :meth:`restore` brings a kept copy back into an empty work
+    folder on a fresh runtime. As an Optuna callback it saves after every trial.
+    """
+
+    def __init__(self, work: str | Path, keep: str | Path, database: str = "studies.db"):
+        self.work, self.keep, self.database = Path(work), Path(keep), database
+
+    def restore(self) -> bool:
+        """Copy the kept folder into ``work`` when ``work`` has no study database yet;
+        returns whether it did."""
+        if (self.work / self.database).exists() or not (self.keep / self.database).exists():
+            return False
+        shutil.copytree(self.keep, self.work, dirs_exist_ok=True)
+        log.info("restored %s from %s", self.work, self.keep)
+        return True
+
+    def save(self) -> None:
+        """Copy the work folder into ``keep`` (the database through SQLite's backup)."""
+        self.keep.mkdir(parents=True, exist_ok=True)
+        db = self.work / self.database
+        for path in sorted(self.work.rglob("*")):
+            rel = path.relative_to(self.work)
+            target = self.keep / rel
+            if path == db or rel.parts[0] == "demo_data" or not path.is_file():
+                continue  # the database below; synthetic data are remade in seconds
+            if (target.exists() and target.stat().st_size == path.stat().st_size
+                    and target.stat().st_mtime >= path.stat().st_mtime):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        if db.exists():
+            tmp = self.keep / f".{self.database}.partial"
+            tmp.unlink(missing_ok=True)
+            src, dst = sqlite3.connect(db), sqlite3.connect(tmp)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+                src.close()
+            os.replace(tmp, self.keep / self.database)  # never a half-written copy
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.save()
+
+    def after(self, callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+              ) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+        """A trial callback that runs ``callback``, then saves."""
+        def both(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            callback(study, trial)
+            self.save()
+        return both
 
 
 # --- data ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import optuna
 import pytest
 from matplotlib.figure import Figure
 
-from reporting.notebook import show_dashboard, study_figures, synthetic_set
+from reporting.notebook import FolderMirror, show_dashboard, study_figures, synthetic_set
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
@@ -108,7 +108,9 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path, monkeypatch):
     nb = nbformat.from_dict(notebook)
     # Papermill-style: the injected cell right after the "parameters" cell overrides it.
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(parameters(TINY, tmp_path / "run")))
+    keep = tmp_path / "drive" / "eraser-search"  # what Google Drive is on Colab
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
+        parameters({**TINY, "KEEP": str(keep)}, tmp_path / "run")))
     # The kernel imports the project like an installed package: the install cell skips.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
@@ -121,6 +123,13 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     assert (run / "exports" / "team_nb.pth").stat().st_size > 0
+    # everything is kept: the study (a consistent SQLite copy), its artifacts, the export
+    assert (keep / "exports" / "team_nb.pth").read_bytes() == \
+        (run / "exports" / "team_nb.pth").read_bytes()
+    kept = optuna.load_study(study_name="notebook", storage=f"sqlite:///{keep / 'studies.db'}")
+    assert len(kept.trials) == len(optuna.load_study(
+        study_name="notebook", storage=f"sqlite:///{run / 'studies.db'}").trials) >= 2
+    assert (keep / "reports" / "heldout_predictions.csv").exists()
     rows = (run / "reports" / "heldout_predictions.csv").read_text().splitlines()
     assert rows[0].startswith("id,prob_defect,pred_defect") and len(rows) == 1 + 10
     text = "\n".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
@@ -192,3 +201,28 @@ def test_show_dashboard_uses_colabs_port_proxy_on_colab(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", SimpleNamespace(output=output))
     show_dashboard(SimpleNamespace(port=8123, url="http://127.0.0.1:8123"), height=500)
     assert calls == [(8123, {"path": "/dashboard/", "height": "500"})]
+
+
+def test_folder_mirror_keeps_a_consistent_copy_and_restores_it(tmp_path):
+    work, keep = tmp_path / "work", tmp_path / "drive"
+    work.mkdir()
+    url = f"sqlite:///{work / 'studies.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    study.enqueue_trial({"x": 1.0})
+    study.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=1)
+    (work / "artifacts").mkdir()
+    (work / "artifacts" / "a.bin").write_bytes(b"weights")
+    (work / "demo_data").mkdir()
+    (work / "demo_data" / "big.npy").write_bytes(b"x" * 100)
+    mirror = FolderMirror(work, keep)
+    mirror(study, study.trials[0])  # as an Optuna callback
+    assert (keep / "artifacts" / "a.bin").read_bytes() == b"weights"
+    assert not (keep / "demo_data").exists()  # remade in seconds, not worth Drive space
+    assert not list(keep.glob(".*partial"))
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{keep / 'studies.db'}"
+                             ).best_value == 1.0
+    assert not mirror.restore()  # the work folder has its study: nothing is overwritten
+    fresh = FolderMirror(tmp_path / "new_runtime", keep)
+    assert fresh.restore()
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{fresh.work / 'studies.db'}"
+                             ).best_value == 1.0
