@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 from .channels import CHANNELS
 
@@ -63,8 +63,29 @@ def _validate_channels(owner: str, channels: tuple[str, ...]) -> None:
                          f"write {list(canonical)} instead of {list(channels)}")
 
 
+class PlainConfig:
+    """``to_dict``/``from_dict`` of a frozen config dataclass: what a checkpoint stores."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{cls.__name__}.from_dict needs a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}.from_dict: unknown key(s) {unknown}; known: "
+                             f"{sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
 @dataclass(frozen=True)
-class CNNConfig:
+class CNNConfig(PlainConfig):
     """A plain VGG-style CNN: ``depth`` conv blocks, each followed by a 2x2 pool, then a head.
 
     With ``stem='split'`` the first block is two: one for NORMAL (surface relief, where
@@ -205,31 +226,9 @@ class CNNConfig:
         """Side of the last feature map (floor division by 2 per block)."""
         return self.input_size // 2**self.depth
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CNNConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
-        if not isinstance(d, dict):
-            raise ValueError(f"CNNConfig.from_dict needs a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"CNNConfig.from_dict: unknown key(s) {unknown}; known: {sorted(known)}"
-            )
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kwargs)
-
 
 @dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(PlainConfig):
     """An ImageNet backbone from timm (``backbone``, one of :data:`BACKBONES`) taking
     ``channels`` through its ``in_chans`` stem, then the inspection head: ``head_pool`` over
     the last feature map, an optional hidden layer of ``dense_width``, dropout, the logits.
@@ -290,21 +289,6 @@ class BackboneConfig:
     def n_outputs(self) -> int:
         """Number of logits: 1 (binary), 2 (multilabel) or 4 (multiclass)."""
         return N_OUTPUTS[self.task]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists)."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-                for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BackboneConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"BackboneConfig.from_dict: unknown key(s) {unknown}; known: "
-                             f"{sorted(known)}")
-        return cls(**d)
 
 
 ArchConfig: TypeAlias = CNNConfig | BackboneConfig
