@@ -26,6 +26,9 @@ MIN_FULL_TRIALS = 25  # a search, not a handful of guesses
 DEFAULT_BUDGETS = {"cpu": 30 * 60, "mps": 60 * 60, "cuda": 2 * 3600}  # seconds, per device
 DEMO_BUDGET = 4 * 60  # the demo shows a whole search, export and test score in ~5 minutes
 TRIALS_PER_FULL = 6  # the budget stops the study; this only caps the trials (most are pruned)
+# A frozen backbone's trials take seconds once its features exist: with pretrained families the
+# cap must not end the study long before its budget does.
+PRETRAINED_TRIALS = 200
 
 
 # What small budgets cannot afford to explore: choices that lost in every comparison of the
@@ -133,10 +136,18 @@ class Plan:
     def describe(self) -> list[str]:
         """The plan in a few plain lines for the terminal."""
         sp = self.space
+        scratch = (f"inputs {'/'.join(map(str, sp.sizes))} px, {sp.depth[0]}-{sp.depth[1]} "
+                   f"blocks from {'/'.join(map(str, sp.base_widths))} channels, "
+                   if sp.scratch else "")
         lines = [f"{duration(self.budget_seconds)} ({self.budget_source}): search space "
-                 f"'{self.tier}' = inputs {'/'.join(map(str, sp.sizes))} px, {sp.depth[0]}-"
-                 f"{sp.depth[1]} blocks from {'/'.join(map(str, sp.base_widths))} channels, "
-                 f"up to {sp.epochs} epochs a trial (Hyperband stops weak ones early)"]
+                 f"'{self.tier}' = {scratch}up to {sp.epochs} epochs a trial (Hyperband stops "
+                 "weak ones early)"]
+        if sp.backbones:
+            modes = " or ".join("fine-tuned (up to "
+                                f"{min(sp.epochs, sp.finetune_epochs)} epochs)" if m == "finetune"
+                                else m for m in sp.backbone_modes)
+            lines.append(f"pretrained {', '.join(sp.backbones)} at "
+                         f"{'/'.join(map(str, sp.backbone_sizes))} px, {modes}")
         if self.epoch_seconds is not None:
             lines.append(f"a median trial ({self.timed}) takes about "
                          f"{duration(self.epoch_seconds)} per epoch here, "
@@ -175,9 +186,11 @@ def plan_study(budget: float, budget_source: str, device: str | torch.device, *,
         # networks at every rung, and frozen trials cost seconds once their features exist
         return replace(space_of(t), backbones=(), scratch=True)
 
-    if tier is not None or not measure:
+    if tier is not None or not measure or not base.scratch:
         chosen = next(t for t in TIERS if t.name == (tier or DEFAULT_TIER[device.type]))
         why = ("the rung was chosen on the command line" if tier else
+               "the pretrained backbones alone: nothing to time (the rung sets their input "
+               "sizes); the budget stops the study" if not base.scratch else
                "not timed (--no-estimate): the device's default rung")
         return _plan(budget, budget_source, chosen, space_of(chosen), None, None, n_trials,
                      (why,), said)
@@ -220,6 +233,8 @@ def _plan(budget: float, source: str, tier: Tier, space: SearchSpace, epoch_s: f
     if n_trials is None:
         full = budget / (epoch_s * space.epochs) if epoch_s else MIN_FULL_TRIALS
         n_trials = max(4, math.ceil(full * TRIALS_PER_FULL))
+        if space.backbones:
+            n_trials = max(n_trials, PRETRAINED_TRIALS)
     return Plan(budget_seconds=budget, budget_source=source, tier=tier.name, space=space,
                 epoch_seconds=epoch_s, timed=timed, n_trials=n_trials, reasons=reasons,
                 overrides=overrides)

@@ -50,24 +50,33 @@ def frozen_features(backbone: nn.Module, pre: Preprocessor, images: torch.Tensor
     return torch.cat(out)
 
 
-class FeatureCache:
-    """The last ``max_entries`` feature sets computed in this process, by key."""
+def _nbytes(value: torch.Tensor | tuple) -> int:
+    return (sum(_nbytes(v) for v in value) if isinstance(value, tuple)
+            else value.numel() * value.element_size())
 
-    def __init__(self, max_entries: int = 1) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+class FeatureCache:
+    """The feature sets computed in this process, by key, the least recently used dropped
+    first once they hold more than ``max_bytes`` (a study's trials move between a few
+    backbones, sizes and channel sets, and each set takes seconds to minutes to compute)."""
+
+    def __init__(self, max_bytes: int = 2 * 2**30) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, torch.Tensor | tuple] = OrderedDict()
         self.hits = 0
 
-    def get(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def get(self, key: tuple, compute: Callable[[], torch.Tensor | tuple]
+            ) -> torch.Tensor | tuple:
         """The features stored under ``key``, computing (and keeping) them on a miss."""
         if key in self._entries:
             self._entries.move_to_end(key)
             self.hits += 1
             return self._entries[key]
-        while len(self._entries) >= self.max_entries:
-            self._entries.popitem(last=False)  # free the oldest before computing the next
         value = compute()
         self._entries[key] = value
+        while len(self._entries) > 1 and sum(map(_nbytes, self._entries.values())) > \
+                self.max_bytes:
+            self._entries.popitem(last=False)
         return value
 
     def clear(self) -> None:

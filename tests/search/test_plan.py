@@ -7,6 +7,7 @@ import pytest
 
 from search.plan import (
     MIN_FULL_TRIALS,
+    PRETRAINED_TRIALS,
     TIERS,
     parse_budget,
     plan_study,
@@ -113,3 +114,19 @@ def test_small_rungs_search_only_the_levers_that_matter_and_large_ones_everythin
     # a space stored before these bounds existed loads with the whole space
     stored = {k: v for k, v in small.to_dict().items() if k not in ("optimizers", "lr")}
     assert SearchSpace.from_dict(stored).optimizers == wide.optimizers
+
+
+def test_pretrained_backbones_ride_on_the_plan_and_alone_need_no_timing():
+    def never(cfg, n_train, n_val, device):  # nothing may be timed for a backbone-only study
+        raise AssertionError("timed")
+
+    alone = SearchSpace(backbones=("resnet18",), scratch=False)
+    plan = plan_study(600, "x", "cpu", n_train=320, n_val=80, base=alone, timer=never)
+    assert plan.space.backbones == ("resnet18",) and not plan.space.scratch
+    assert plan.n_trials >= PRETRAINED_TRIALS and plan.epoch_seconds is None
+    text = "\n".join(plan.describe())
+    assert "pretrained backbones alone" in text and "blocks from" not in text
+    assert "pretrained resnet18 at 96/128 px, frozen or fine-tuned (up to 15 epochs)" in text
+    both = plan_study(600, "x", "cpu", n_train=320, n_val=80, measure=False,
+                      base=SearchSpace(backbones=("resnet18",)))
+    assert both.space.scratch and both.n_trials >= PRETRAINED_TRIALS

@@ -35,15 +35,17 @@ def test_features_are_the_backbones_on_preprocessed_erasers():
         torch.testing.assert_close(net.head(feats[:, 0]), net(pre(images[[4, 1]])))
 
 
-def test_cache_computes_once_and_keeps_the_latest():
-    cache, calls = FeatureCache(max_entries=1), []
+def test_cache_computes_once_and_keeps_what_fits():
+    cache, calls = FeatureCache(max_bytes=16), []  # two float32 (2, 1) sets fit, not three
 
     def compute(tag):
         calls.append(tag)
-        return torch.tensor(len(calls))
+        return torch.full((2, 1), float(len(calls)))
 
-    assert cache.get(("a",), lambda: compute("a")) == 1
-    assert cache.get(("a",), lambda: compute("a")) == 1 and cache.hits == 1
+    assert cache.get(("a",), lambda: compute("a"))[0, 0] == 1
+    assert cache.get(("a",), lambda: compute("a"))[0, 0] == 1 and cache.hits == 1
     cache.get(("b",), lambda: compute("b"))
-    cache.get(("a",), lambda: compute("a"))  # evicted by b: computed again
-    assert calls == ["a", "b", "a"]
+    cache.get(("a",), lambda: compute("a"))  # kept beside b: a hit
+    cache.get(("c",), lambda: compute("c"))  # b, the least recently used, makes room
+    cache.get(("b",), lambda: compute("b"))
+    assert calls == ["a", "b", "c", "b"] and cache.hits == 2
