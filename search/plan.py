@@ -245,9 +245,11 @@ def planner(budget: float, budget_source: str, device: str | torch.device, *,
             **options: object) -> Callable[[int, int, str], Plan]:
     """The planner ``search.session.prepare`` calls for a new study once the split's sizes
     are known: :func:`plan_study` with these settings (``options``: its keyword options).
-    ``announce`` is called first (the timing takes a few seconds)."""
+    ``announce`` is called first when the plan times networks (that takes a few seconds)."""
+    times = options.get("measure", True) and options.get("tier") is None and base.scratch
+
     def plan(n_train: int, n_val: int, label_kind: str) -> Plan:
-        if announce is not None:
+        if announce is not None and times:
             announce()
         return plan_study(budget, budget_source, device, n_train=n_train, n_val=n_val,
                           base=base, **options)
