@@ -95,7 +95,11 @@ def test_a_device_that_cannot_time_any_rung_gets_its_default_rung_and_the_reason
 
 def test_the_planner_announces_and_plans_once_the_split_is_known():
     said = []
-    plan = planner(600, "x", "cpu", base=BASE, measure=False, announce=lambda: said.append(1))
+    plan = planner(600, "x", "cpu", base=BASE, timer=timer_for(1e-10),
+                   announce=lambda: said.append(1))
+    assert said == [] and plan(100, 20, "multiclass").tier and said == [1]
+    # nothing timed, nothing announced
+    plan = planner(600, "x", "cpu", base=BASE, measure=False, announce=lambda: said.append(2))
     assert plan(100, 20, "multiclass").tier == "s" and said == [1]
 
 
