@@ -1,9 +1,11 @@
 """Figures and tables of a study for the write-up, tied together in one report.md.
 
     python report.py --study NAME [--storage URL] [--artifact-dir DIR] [--out reports/NAME]
+                     [--style paper|slides] [--flagged label_issues.csv]
 
 Follows the write-up's sections (``reporting.study_report``): data, methodology,
-experimental setup, results. Nothing is retrained. Without the study's data (moved? pass
+experimental setup, results; every figure PDF + 300 dpi PNG in one style, every table
+markdown + booktabs LaTeX + CSV. Nothing is retrained. Without the study's data (moved? pass
 --data) or weights (pass --artifact-dir) the report still holds everything the study itself
 stored, and says what it left out.
 """
@@ -19,7 +21,9 @@ import optuna
 from cli.checks import at_least, bad_number, folder_problem
 from cli.common import HelpFormatter, add_study_location, fail, setup_logging
 from data.cache import default_cache_dir
-from reporting.study_report import build_report
+from data.noise import NoiseError
+from reporting.plots import STYLES
+from reporting.study_report import build_report, read_flagged_list
 from search.export import select_trial
 from search.study import (
     StudyError,
@@ -39,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "best")
     p.add_argument("--data", default=None, help="the study's data, if moved since the study")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="decoded-image cache")
+    p.add_argument("--style", choices=sorted(STYLES), default="paper",
+                   help="paper: 3.3 or 7 in wide, 8 pt text; slides: 10 x 5.6 in, 14 pt")
+    p.add_argument("--flagged", metavar="CSV", help="the flagged list the study was run with "
+                   "(run_study.py --flagged), for the label-noise examples")
     p.add_argument("--no-predict", action="store_true",
                    help="skip the figures that recompute validation probabilities")
     p.add_argument("--out", default=None, help="output folder (default: reports/<study>)")
@@ -62,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         storage = open_existing_storage(url)
         study = load_study(args.study, storage)
         best = select_trial(study, args.trial)
+        flagged = read_flagged_list(study, args.flagged)
     except StudyError as exc:
         return fail(str(exc))
+    except NoiseError as exc:
+        return fail(f"--flagged: {exc}")
     out = Path(args.out or Path("reports") / args.study)
     artifact_dir = Path(args.artifact_dir) if args.artifact_dir else artifact_dir_for(url)
     n = len(study.get_trials(deepcopy=False))
@@ -75,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         r = build_report(study, best, out, storage=storage, artifact_dir=artifact_dir,
                          data_path=args.data, cache_dir=args.cache_dir,
-                         predict=not args.no_predict)
+                         predict=not args.no_predict, style=args.style, flagged=flagged)
     except OSError as exc:
         return fail(f"cannot write the report into {out}: {exc}.")
     for note in r.notes:

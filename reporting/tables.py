@@ -76,8 +76,11 @@ _LATEX_SPECIAL = str.maketrans({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", 
 
 def latex_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     """A ``booktabs`` tabular of dict rows (numbers right-aligned, 3 decimals like
-    :func:`markdown_table`), ready to ``\\input`` into a paper."""
+    :func:`markdown_table`), ready to ``\\input`` into a paper; without rows, the header
+    alone (a LaTeX comment when there are no columns either)."""
     columns = list(columns or (rows[0].keys() if rows else []))
+    if not columns:
+        return "% (an empty table)\n"
 
     def cell(v) -> str:
         if isinstance(v, float | np.floating):

@@ -68,3 +68,12 @@ def test_latex_tables_are_booktabs_with_escaped_text_and_aligned_numbers():
     assert lines[0] == r"\begin{tabular}{lrr}" and lines[1] == r"\toprule"
     assert r"print\_error & 0.812 & 12 \\" in tex and r"50\% \& more &  & 3 \\" in tex
     assert lines[-1] == r"\end{tabular}" and r"\bottomrule" in tex
+
+
+def test_latex_table_without_rows_keeps_its_header_and_stays_valid():
+    from reporting.tables import latex_table
+
+    tex = latex_table([], ["id", "p"])
+    assert tex.splitlines()[:3] == [r"\begin{tabular}{ll}", r"\toprule", r"id & p \\"]
+    assert tex.rstrip().endswith(r"\end{tabular}")
+    assert latex_table([]).startswith("%")  # nothing to lay out: a comment, not a tabular
