@@ -88,10 +88,12 @@ def study_attrs(data: EraserSet, split: Split, space: SearchSpace, data_path: st
                 labels: Sequence[str | Path] | None, flagged: Sequence[str] = (),
                 test_fraction: float = 0.0) -> dict:
     """What a study remembers about how it was made (shown in the dashboard, checked on
-    resume, used by export). ``flagged``: suspected mislabels (``--flagged``), bound by hash."""
+    resume, used by export). ``flagged``: suspected mislabels (``--flagged``), bound by hash
+    and kept (the report shows them)."""
     return {
         "flagged_hash": flagged_hash(flagged),
         "n_flagged": len(set(flagged)),
+        "flagged": sorted(set(flagged)),
         "data_hash": data.data_hash,
         "split_hash": split.hash,
         "split": {"k": split.k, "fold": 0, "seed": split.seed,

@@ -65,6 +65,7 @@ def test_flagged_ids_must_be_erasers_of_the_data(synthetic, tmp_path, cache, syn
     assert session.flagged == tuple(sorted((ids[1], ids[3])))
     assert any("1 flagged id(s) are not in the data" in n for n in session.notes)
     assert session.study.user_attrs["n_flagged"] == 2
+    assert len(session.study.user_attrs["flagged"]) == 2  # the report draws them
 
 
 def test_study_attrs_bind_the_flagged_list(synthetic, synthetic_set):
