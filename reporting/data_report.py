@@ -30,6 +30,7 @@ from data.dataset import EraserSet
 from data.labels import MULTICLASS
 from data.split import SplitError, make_split
 from model.channels import CHANNELS, CLASS_CODES
+from reporting import plots
 from reporting.tables import markdown_table, staged_output, write_csv
 
 matplotlib.use("Agg")  # headless: never needs a display
@@ -402,40 +403,16 @@ def _plot_histograms(acc: _Accumulator, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _mosaic(tiles: np.ndarray, gap: int = 2) -> np.ndarray:
-    """``(rows, cols, S, S)`` -> one ``(rows*(S+gap), cols*(S+gap))`` float image, NaN gaps.
-
-    One ``imshow`` of a mosaic draws in a fraction of the time of rows x cols subplots.
-    """
-    rows, cols, h, w = tiles.shape
-    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
-    for r in range(rows):
-        for c in range(cols):
-            out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[r, c]
-    return out
-
-
 def _plot_tiles(tiles: np.ndarray, row_labels: Sequence[str], title: str, path: Path, *,
                 cmap: str = "gray", vmin: float = 0, vmax: float = 255,
                 colorbar: str | None = None) -> Path:
-    """A grid of images (rows x channels) as one mosaic with channel and row labels."""
-    rows, cols, size, _ = tiles.shape
-    step = size + 2
-    fig, ax = plt.subplots(figsize=(1.45 * cols + (1.2 if colorbar else 0.6),
-                                    1.45 * rows + 0.6), dpi=DPI)
-    colours = plt.get_cmap(cmap).with_extremes(bad="white")  # the gaps between tiles
-    im = ax.imshow(_mosaic(tiles), cmap=colours, vmin=vmin, vmax=vmax,
-                   interpolation="nearest")
-    ax.set_xticks([c * step + size / 2 for c in range(cols)], CHANNELS[:cols], fontsize=8)
-    ax.xaxis.tick_top()
-    ax.set_yticks([r * step + size / 2 for r in range(rows)], row_labels, fontsize=7)
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_title(title, fontsize=9)
-    if colorbar:
-        fig.colorbar(im, ax=ax, shrink=0.8, label=colorbar)
-    return _save(fig, path)
+    """Erasers (or class means) as rows, their channels as columns: the report's grid."""
+    with plots.figure_style("paper"):
+        fig = plots.channel_grid(tiles, row_labels, width=7.0, title=title, cmap=cmap,
+                                 vmin=vmin, vmax=vmax, colorbar=colorbar)
+        fig.savefig(path, dpi=DPI)  # the grid lays itself out: no tight_layout
+    plt.close(fig)
+    return path
 
 
 def _plot_mean_images(mean_imgs: dict[str, np.ndarray], size: int, path: Path) -> Path:
