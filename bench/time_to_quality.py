@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -95,13 +96,15 @@ def test_scores(net: InspectionModel, test: EraserSet) -> dict[str, float]:
 
 
 def run_budget(budget: str, train_dir: Path, test: EraserSet, work: Path,
-               args: argparse.Namespace) -> dict:
-    """One ``run_study.py --budget`` as a user runs it, its export, and its time curve."""
-    name = f"tq_{budget}"
+               args: argparse.Namespace, name: str | None = None,
+               extra: Sequence[str] = ()) -> dict:
+    """One ``run_study.py --budget`` as a user runs it, its export, and its time curve.
+    ``name``: the study (default ``tq_<budget>``); ``extra``: more run_study.py arguments."""
+    name = name or f"tq_{budget}"
     url = f"sqlite:///{work / 'studies.db'}"
     cmd = [sys.executable, str(ROOT / "run_study.py"), "--data", str(train_dir), "--study",
            name, "--storage", url, "--budget", budget, "--device", args.device,
-           "--cache-dir", str(work / "cache")]
+           "--cache-dir", str(work / "cache"), *extra]
     log = work / f"{name}.log"
     t0 = time.monotonic()
     with open(log, "w") as out:
@@ -117,7 +120,8 @@ def run_budget(budget: str, train_dir: Path, test: EraserSet, work: Path,
     exported = model_lib.load(work / "exports" / f"{name}.pth")
     study = optuna.load_study(study_name=name, storage=url)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    start = min(t.datetime_start for t in study.trials)
+    # portfolio trials still queued when the budget ran out never started
+    start = min(t.datetime_start for t in study.trials if t.datetime_start)
     curve = {}
     for mark in args.marks:
         done = [t for t in complete if t.datetime_complete - start <= dt.timedelta(minutes=mark)]
