@@ -67,6 +67,7 @@ DEMO_DIR = Path("demo_data")
 DEMO = {"n": 500, "seed": 1, "subtle_rate": 0.25, "test_fraction": 0.2}
 RESUMED_TRIALS = 50  # a resumed study without a stored plan runs up to this many more
 FAMILIES = (SCRATCH, *BACKBONE_MODES)
+CPU_FAMILIES = (SCRATCH, "frozen")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "fine-tuned, where their ImageNet weights are here or can be downloaded; "
                    f"'none' for the scratch CNN alone (default: {' '.join(BACKBONES)}; the "
                    "demo: none)")
-    g.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES),
+    g.add_argument("--families", nargs="+", choices=FAMILIES,
                    help="network families to search: CNNs from scratch, pretrained backbones "
-                   "frozen (only the head trains, on features computed once) or fine-tuned")
+                   "frozen (only the head trains, on features computed once) or fine-tuned "
+                   "(default: all three on a GPU; scratch frozen on a CPU, where a fine-tuned "
+                   "trial takes minutes: bench/RESULTS.md, 'Pretrained backbones')")
     g.add_argument("--weights", metavar="PATH", help="ImageNet weights: a file named after its "
                    f"backbone (resnet18.safetensors) or a folder of them (default: ${WEIGHTS_ENV}"
                    ", then timm's download cache)")
@@ -215,22 +218,23 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
               "the demo's" if demo else f"default for a {device.type.upper()}")
     if args.workers > 1 or worker:
         torch.set_num_threads(threads_per_worker(args.workers))
-    modes = tuple(f for f in args.families if f != SCRATCH)
+    families = args.families or (CPU_FAMILIES if device.type == "cpu" else FAMILIES)
+    modes = tuple(f for f in families if f != SCRATCH)
     wanted = [] if args.backbones == ["none"] or not modes else (
         args.backbones or ([] if demo else BACKBONES))
     # only the process that may create the study looks for (and downloads) weights; workers
     # train what the stored space holds and fail a trial whose weights they lack, saying so
     found = {} if worker else (weights.local(wanted) if args.dry_run else weights.fetch(wanted))
     backbones = tuple(n for n in wanted if n in found)
-    if SCRATCH not in args.families and not backbones and not worker:
-        return fail(f"--families {' '.join(args.families)} leaves nothing to search: no "
+    if SCRATCH not in families and not backbones and not worker:
+        return fail(f"--families {' '.join(families)} leaves nothing to search: no "
                     "ImageNet weights for the backbones here. Give them with --weights, or "
                     "add scratch.")
     base = SearchSpace(metric=args.metric, min_recall=args.min_recall, seed=args.seed,
                        threshold="min_recall" if args.min_recall else "max_f1",
                        noise_aware=bool(flagged), backbones=backbones,
                        backbone_modes=modes or BACKBONE_MODES,
-                       scratch=SCRATCH in args.families or worker)
+                       scratch=SCRATCH in families or worker)
 
     plan = planner(budget, source, device, base=base, sizes=args.sizes, epochs=args.epochs,
                    n_trials=args.n_trials, tier=args.rung, measure=args.estimate,

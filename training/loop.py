@@ -201,7 +201,7 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
                                    dtype=torch.float16, autocast=lambda: _autocast(device)),
                    frozen_features(net.backbone, pre, images, data.val_rows,
                                    autocast=lambda: _autocast(device)))
-            log.info("features of %s at %d px for %d erasers x %d views in %.1f s",
+            log.info("features of %s at %d px for %d erasers x %d view(s) in %.1f s",
                      cfg.backbone, cfg.input_size, len(data.train_rows), views,
                      time.perf_counter() - t0)
             return out

@@ -138,7 +138,8 @@ def test_pretrained_backbones_search_export_and_resume(env, backbone_weights, ca
     assert "family  mobilenetv3_large_100" in capsys.readouterr().out
 
 
-def test_backbone_flags_are_checked_and_missing_weights_said_once(env, capsys):
+def test_backbone_flags_are_checked_and_missing_weights_said_once(env, backbone_weights,
+                                                                  capsys):
     assert run_study.main([*study_args(env), "--backbones", "vgg11", "--dry-run"]) == 2
     assert "--backbones: unknown vgg11" in capsys.readouterr().err
     assert run_study.main([*study_args(env), "--weights", str(env["tmp"] / "none")]) == 2
@@ -149,3 +150,8 @@ def test_backbone_flags_are_checked_and_missing_weights_said_once(env, capsys):
     out = capsys.readouterr().out
     assert "family  scratch CNN\n" in out
     assert out.count("no ImageNet weights here for tf_efficientnet_lite0") == 1
+    # on a CPU a fine-tuned trial takes minutes: frozen backbones only, unless asked
+    assert run_study.main([*study_args(env), "--dry-run", "--weights", str(backbone_weights),
+                           "--backbones", "mobilenetv3_large_100"]) == 0
+    assert "family  scratch CNN, mobilenetv3_large_100 (ImageNet, frozen)\n" in \
+        capsys.readouterr().out
