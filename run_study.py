@@ -33,11 +33,12 @@ from cli.checks import (
     at_least,
     bad_number,
     folder_problem,
+    names_problem,
 )
 from cli.common import HelpFormatter, add_study_location, fail, progress_bar, setup_logging
 from cli.study import (
     artifact_dir_problem,
-    backbone_lines,
+    choose_families,
     ensure_demo_data,
     print_session,
     print_summary,
@@ -157,16 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def backbones_problem(names: list[str] | None) -> str | None:
-    unknown = [n for n in names or [] if n not in (*BACKBONES, "none")]
-    if unknown:
-        return (f"--backbones: unknown {', '.join(unknown)}; choose from "
-                f"{', '.join(BACKBONES)}, or none.")
-    if names and "none" in names and len(names) > 1:
-        return "--backbones: 'none' means the scratch CNN alone; give it without backbones."
-    return None
-
-
 def check_flags(args: argparse.Namespace, url: str) -> str | None:
     """Every numeric flag in its range and every output folder writable, before anything is
     loaded or written (a bad value must never reach a stored study)."""
@@ -179,7 +170,8 @@ def check_flags(args: argparse.Namespace, url: str) -> str | None:
         ("--test-fraction", args.test_fraction, TEST_FRACTION),
         ("--dashboard-port", args.dashboard_port, PORT), ("--seed", args.seed, SEED),
         ("--worker-index", args.worker_index, at_least(0)),
-    ]) or backbones_problem(args.backbones) or folder_problem(args.cache_dir, "--cache-dir") or (
+    ]) or names_problem(args.backbones, BACKBONES, "--backbones", alone="none") or (
+        folder_problem(args.cache_dir, "--cache-dir")) or (
         folder_problem(args.artifact_dir, "--artifact-dir") if args.artifact_dir
         else artifact_dir_problem(url))
 
@@ -218,23 +210,20 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
               "the demo's" if demo else f"default for a {device.type.upper()}")
     if args.workers > 1 or worker:
         torch.set_num_threads(threads_per_worker(args.workers))
-    families = args.families or (CPU_FAMILIES if device.type == "cpu" else FAMILIES)
-    modes = tuple(f for f in families if f != SCRATCH)
-    wanted = [] if args.backbones == ["none"] or not modes else (
-        args.backbones or ([] if demo else BACKBONES))
     # only the process that may create the study looks for (and downloads) weights; workers
     # train what the stored space holds and fail a trial whose weights they lack, saying so
-    found = {} if worker else (weights.local(wanted) if args.dry_run else weights.fetch(wanted))
-    backbones = tuple(n for n in wanted if n in found)
-    if SCRATCH not in families and not backbones and not worker:
-        return fail(f"--families {' '.join(families)} leaves nothing to search: no "
+    families = choose_families(
+        args.families or (CPU_FAMILIES if device.type == "cpu" else FAMILIES), args.backbones,
+        weights, default=() if demo else BACKBONES, dry_run=args.dry_run, look=not worker)
+    if not (families.scratch or families.found or worker):
+        return fail(f"--families {' '.join(args.families)} leaves nothing to search: no "
                     "ImageNet weights for the backbones here. Give them with --weights, or "
                     "add scratch.")
     base = SearchSpace(metric=args.metric, min_recall=args.min_recall, seed=args.seed,
                        threshold="min_recall" if args.min_recall else "max_f1",
-                       noise_aware=bool(flagged), backbones=backbones,
-                       backbone_modes=modes or BACKBONE_MODES,
-                       scratch=SCRATCH in families or worker)
+                       noise_aware=bool(flagged), backbones=families.found,
+                       backbone_modes=families.modes or BACKBONE_MODES,
+                       scratch=families.scratch or worker)
 
     plan = planner(budget, source, device, base=base, sizes=args.sizes, epochs=args.epochs,
                    n_trials=args.n_trials, tier=args.rung, measure=args.estimate,
@@ -276,7 +265,7 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
                           figures=args.trial_figures, weights=weights)
 
     print_session(session, study_name, url, device, budget, source, dry_run=args.dry_run)
-    for line in backbone_lines(session.space, wanted, found, dry_run=args.dry_run):
+    for line in families.lines(session.space):
         print(line)
     # A finished study shows in the dashboard for no time unless it is kept.
     if not args.dry_run and (args.keep_dashboard or (args.dashboard and done < n_trials)):

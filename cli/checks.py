@@ -136,3 +136,15 @@ def file_name_problem(name: str, flag: str) -> str | None:
         return (f"{flag} {name!r} is not a plain file name: use letters, digits, '_', '-' and "
                 "'.' (not first), at most 64 characters, no folders.")
     return None
+
+
+def names_problem(names: Sequence[str] | None, known: Sequence[str], flag: str, *,
+                  alone: str | None = None) -> str | None:
+    """Every name one of ``known`` (or the word ``alone``, which must then stand alone)."""
+    unknown = [n for n in names or [] if n not in (*known, *([alone] if alone else []))]
+    if unknown:
+        return (f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}"
+                + (f", or {alone}." if alone else "."))
+    if alone and names and alone in names and len(names) > 1:
+        return f"{flag}: '{alone}' stands alone; give it without other names."
+    return None

@@ -8,7 +8,8 @@ import contextlib
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -26,7 +27,7 @@ from reporting.progress import StudyProgress, trial_line
 from reporting.trial_report import dashboard_hook
 from search.plan import Plan
 from search.session import Session, best_trials, make_objective, run
-from search.space import SearchSpace
+from search.space import SCRATCH, SearchSpace
 from search.study import (
     GracefulStop,
     artifact_dir_for,
@@ -92,21 +93,45 @@ def print_plan(plan: Plan | None, session: Session, budget: float, source: str) 
           f"{'/'.join(map(str, sp.sizes))} px, up to {sp.epochs} epochs a trial")
 
 
-def backbone_lines(space: SearchSpace, wanted: Sequence[str], found: Mapping[str, object], *,
-                   dry_run: bool = False) -> list[str]:
-    """What the study searches: the scratch CNN and which pretrained backbones, and, in one
-    line, the backbones left out for want of weights (and how to give them)."""
-    modes = " or ".join("fine-tuned" if m == "finetune" else m for m in space.backbone_modes)
-    families = ["scratch CNN"] * space.scratch + (
-        [f"{', '.join(space.backbones)} (ImageNet, {modes})"] if space.backbones else [])
-    lines = [f"family  {', '.join(families)}"]
-    missing = [n for n in wanted if n not in found and n not in space.backbones]
-    if missing:
-        why = "(a dry run downloads nothing)" if dry_run else "and none to download (offline?)"
-        lines.append(f"note    no ImageNet weights here for {', '.join(missing)} {why}: "
-                     f"searching without them. Give them with --weights or {WEIGHTS_ENV} "
-                     "(files named <backbone>.pth or .safetensors).")
-    return lines
+@dataclass(frozen=True)
+class Families:
+    """The network families a new study searches: the scratch CNN (or not), the pretrained
+    backbones whose ImageNet weights are here (or were just downloaded), and how."""
+
+    scratch: bool
+    modes: tuple[str, ...]  # frozen, finetune
+    wanted: tuple[str, ...]  # the backbones asked for
+    found: tuple[str, ...]  # those with weights
+    dry_run: bool = False
+
+    def lines(self, space: SearchSpace) -> list[str]:
+        """What the study searches (its stored space: a resumed study keeps its own) and, in
+        one line, the backbones left out for want of weights and how to give them."""
+        modes = " or ".join("fine-tuned" if m == "finetune" else m for m in space.backbone_modes)
+        families = ["scratch CNN"] * space.scratch + (
+            [f"{', '.join(space.backbones)} (ImageNet, {modes})"] if space.backbones else [])
+        lines = [f"family  {', '.join(families)}"]
+        missing = [n for n in self.wanted if n not in self.found and n not in space.backbones]
+        if missing:
+            why = ("(a dry run downloads nothing)" if self.dry_run
+                   else "and none to download (offline?)")
+            lines.append(f"note    no ImageNet weights here for {', '.join(missing)} {why}: "
+                         f"searching without them. Give them with --weights or {WEIGHTS_ENV} "
+                         "(files named <backbone>.pth or .safetensors).")
+        return lines
+
+
+def choose_families(families: Sequence[str], backbones: Sequence[str] | None,
+                    weights: WeightFinder, *, default: Sequence[str], dry_run: bool = False,
+                    look: bool = True) -> Families:
+    """``--families`` and ``--backbones`` (None: ``default``; ``none``: no backbone) with
+    the weights ``weights`` finds; downloads them unless ``dry_run``. ``look=False`` (a
+    worker: it trains what the stored space holds) looks for nothing."""
+    modes = tuple(f for f in families if f != SCRATCH)
+    wanted = () if backbones == ["none"] or not modes else tuple(backbones or default)
+    found = (() if not look else tuple(weights.local(wanted) if dry_run
+                                       else weights.fetch(wanted)))
+    return Families(SCRATCH in families, modes, wanted, found, dry_run)
 
 
 def run_in_process(session: Session, device: torch.device, n_trials: int, *,

@@ -18,6 +18,7 @@ from cli.checks import (
     file_name_problem,
     file_problem,
     folder_problem,
+    names_problem,
 )
 
 
@@ -78,3 +79,12 @@ def test_a_read_only_place_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr("cli.checks.os.access", lambda path, mode: False)
     assert "is not writable" in folder_problem(tmp_path / "out", "--out")
     assert "is not writable" in file_problem(tmp_path / "p.csv", "--out")
+
+
+def test_names_problem():
+    assert names_problem(None, ("a", "b"), "--x") is None
+    assert names_problem(["b"], ("a", "b"), "--x", alone="none") is None
+    assert names_problem(["none"], ("a", "b"), "--x", alone="none") is None
+    assert names_problem(["c"], ("a", "b"), "--x", alone="none") == \
+        "--x: unknown c; choose from a, b, or none."
+    assert "stands alone" in names_problem(["a", "none"], ("a", "b"), "--x", alone="none")

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from cli import study as cli_study
+from model.pretrained import WeightFinder
+from search.space import SearchSpace
 
 
 @pytest.mark.parametrize("codes, finished, expect", [
@@ -29,3 +31,21 @@ def test_artifact_dir_problem(tmp_path):
     assert "--artifact-dir" in cli_study.artifact_dir_problem(f"sqlite:///{tmp_path / 's.db'}")
     assert cli_study.artifact_dir_problem(f"sqlite:///{tmp_path / 'new' / 's.db'}") is None
     assert cli_study.artifact_dir_problem("not a url ::") is None
+
+
+def test_families_say_what_is_searched_and_what_lacks_weights(backbone_weights):
+    finder = WeightFinder(backbone_weights)
+    fam = cli_study.choose_families(["scratch", "frozen"], None, finder,
+                                    default=("tf_efficientnet_lite0", "resnet18"))
+    assert fam.scratch and fam.modes == ("frozen",) and fam.found == ("tf_efficientnet_lite0",)
+    space = SearchSpace(backbones=fam.found, backbone_modes=fam.modes)
+    assert fam.lines(space) == [
+        "family  scratch CNN, tf_efficientnet_lite0 (ImageNet, frozen)",
+        "note    no ImageNet weights here for resnet18 and none to download (offline?): "
+        "searching without them. Give them with --weights or ERASER_WEIGHTS (files named "
+        "<backbone>.pth or .safetensors)."]
+    none = cli_study.choose_families(["scratch", "frozen"], ["none"], finder, default=("x",))
+    assert none.wanted == () and none.lines(SearchSpace()) == ["family  scratch CNN"]
+    worker = cli_study.choose_families(["scratch", "frozen"], None, finder,
+                                       default=("tf_efficientnet_lite0",), look=False)
+    assert worker.found == ()  # a worker trains the stored space: it looks for nothing
