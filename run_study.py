@@ -64,8 +64,10 @@ from training.device import DeviceError, threads_per_worker, worker_device
 
 DEMO_DIR = Path("demo_data")
 # A quarter of the demo's defects are subtle (half in the default synthetic set), and a fifth
-# of its erasers form the test split that the run ends by scoring.
-DEMO = {"n": 500, "seed": 1, "subtle_rate": 0.25, "test_fraction": 0.2}
+# of its erasers form the test split that the run ends by scoring. 800 erasers, not 500: with
+# 128 validation erasers the best trial is chosen on less noise, and at the same compute its
+# test physical AUROC rose from 0.81 to 0.88 (bench/RESULTS.md, "The demo").
+DEMO = {"n": 800, "seed": 1, "subtle_rate": 0.25, "test_fraction": 0.2}
 RESUMED_TRIALS = 50  # a resumed study without a stored plan runs up to this many more
 FAMILIES = (SCRATCH, *BACKBONE_MODES)
 CPU_FAMILIES = (SCRATCH, "frozen")

@@ -41,8 +41,10 @@ from training.device import describe_device
 
 
 def ensure_demo_data(folder: Path, *, n: int, seed: int, subtle_rate: float) -> None:
-    """The demo's synthetic delivery in ``folder``, made once (an interrupted one again)."""
-    if (folder / "labels_multiclass.csv").exists():
+    """The demo's synthetic delivery in ``folder``, made once (an interrupted one, or one of
+    another size from an earlier version, again)."""
+    labels = folder / "labels_multiclass.csv"
+    if labels.exists() and len(labels.read_text().splitlines()) == n + 1:
         return
     # Here, not at the top: the renderer (scipy, fonts) costs about a second to import and
     # only the demo's first run needs it.

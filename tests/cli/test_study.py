@@ -49,3 +49,15 @@ def test_families_say_what_is_searched_and_what_lacks_weights(backbone_weights):
     worker = cli_study.choose_families(["scratch", "frozen"], None, finder,
                                        default=("tf_efficientnet_lite0",), look=False)
     assert worker.found == ()  # a worker trains the stored space: it looks for nothing
+
+
+def test_demo_data_are_made_once_and_remade_at_another_size(tmp_path, capsys):
+    folder = tmp_path / "demo_data"
+    cli_study.ensure_demo_data(folder, n=6, seed=0, subtle_rate=0.25)
+    labels = folder / "labels_multiclass.csv"
+    stamp = labels.stat().st_mtime_ns
+    cli_study.ensure_demo_data(folder, n=6, seed=0, subtle_rate=0.25)
+    assert labels.stat().st_mtime_ns == stamp  # reused
+    cli_study.ensure_demo_data(folder, n=8, seed=0, subtle_rate=0.25)  # an older demo's size
+    assert len(labels.read_text().splitlines()) == 9
+    assert capsys.readouterr().out.count("making the synthetic demo set") == 2
