@@ -63,8 +63,19 @@ def _validate_channels(owner: str, channels: tuple[str, ...]) -> None:
                          f"write {list(canonical)} instead of {list(channels)}")
 
 
-class PlainConfig:
-    """``to_dict``/``from_dict`` of a frozen config dataclass: what a checkpoint stores."""
+class ArchBase:
+    """What both architecture configs share: their plain-data form (``to_dict``/``from_dict``,
+    what a checkpoint stores) and the network's input and output counts."""
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels the network sees."""
+        return len(self.channels)
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of logits: 1 (binary), 2 (multilabel) or 4 (multiclass)."""
+        return N_OUTPUTS[self.task]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -85,7 +96,7 @@ class PlainConfig:
 
 
 @dataclass(frozen=True)
-class CNNConfig(PlainConfig):
+class CNNConfig(ArchBase):
     """A plain VGG-style CNN: ``depth`` conv blocks, each followed by a 2x2 pool, then a head.
 
     With ``stem='split'`` the first block is two: one for NORMAL (surface relief, where
@@ -206,16 +217,6 @@ class CNNConfig(PlainConfig):
         return len(self.widths)
 
     @property
-    def in_channels(self) -> int:
-        """Number of input channels the network sees."""
-        return len(self.channels)
-
-    @property
-    def n_outputs(self) -> int:
-        """Number of logits: 1 (binary), 2 (multilabel) or 4 (multiclass)."""
-        return N_OUTPUTS[self.task]
-
-    @property
     def stem_widths(self) -> tuple[int, int]:
         """Channels of the ink and the relief first block of a split stem (together the first
         width)."""
@@ -228,7 +229,7 @@ class CNNConfig(PlainConfig):
 
 
 @dataclass(frozen=True)
-class BackboneConfig(PlainConfig):
+class BackboneConfig(ArchBase):
     """An ImageNet backbone from timm (``backbone``, one of :data:`BACKBONES`) taking
     ``channels`` through its ``in_chans`` stem, then the inspection head: ``head_pool`` over
     the last feature map, an optional hidden layer of ``dense_width``, dropout, the logits.
@@ -279,16 +280,6 @@ class BackboneConfig(PlainConfig):
         if self.head_pool not in BACKBONE_POOLS:
             raise ValueError(f"BackboneConfig.head_pool {self.head_pool!r} is unknown; known: "
                              f"{list(BACKBONE_POOLS)}")
-
-    @property
-    def in_channels(self) -> int:
-        """Number of input channels the network sees."""
-        return len(self.channels)
-
-    @property
-    def n_outputs(self) -> int:
-        """Number of logits: 1 (binary), 2 (multilabel) or 4 (multiclass)."""
-        return N_OUTPUTS[self.task]
 
 
 ArchConfig: TypeAlias = CNNConfig | BackboneConfig
