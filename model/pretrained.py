@@ -16,12 +16,14 @@ and drops the ImageNet classifier.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .config import BACKBONES, BackboneConfig
@@ -144,15 +146,27 @@ def load_pretrained(net: nn.Module, cfg: BackboneConfig, file: str | os.PathLike
     """Put the ImageNet weights in ``file`` into ``net.backbone`` (a :class:`BackboneNet`),
     through timm's own loader (which adapts the stem to ``cfg``'s channels). Raises
     :class:`WeightsError` when the file is not weights of ``cfg.backbone``."""
-    from .backbone import create_backbone
-
+    path = Path(file)
     try:
-        source = create_backbone(cfg, pretrained=True,
-                                 pretrained_cfg_overlay={"file": str(file)})
-        state = source.state_dict()
-        own = net.backbone.state_dict()
-        net.backbone.load_state_dict({k: state[k] for k in own}, strict=True)
+        state = _adapted_weights(cfg.backbone, cfg.channels, str(path),
+                                 path.stat().st_mtime_ns)
+        net.backbone.load_state_dict({k: state[k] for k in net.backbone.state_dict()},
+                                     strict=True)
     except (RuntimeError, KeyError, OSError, ValueError) as exc:
         raise WeightsError(f"{file} does not hold ImageNet weights of {cfg.backbone} in timm's "
                            f"layout ({type(exc).__name__}: {str(exc)[:200]})") from None
     log.info("%s starts from the ImageNet weights in %s", cfg.backbone, file)
+
+
+@functools.lru_cache(maxsize=4)
+def _adapted_weights(backbone: str, channels: tuple[str, ...], file: str,
+                     mtime_ns: int) -> dict[str, torch.Tensor]:
+    """timm's load of ``file`` into ``backbone`` for ``channels``, once per process and file
+    version: every trial of a study with that backbone starts from the same weights, and
+    reading the file into a second network took a noticeable share of a frozen trial.
+    ``load_state_dict`` copies, so the cached tensors are never modified."""
+    from .backbone import create_backbone
+
+    source = create_backbone(BackboneConfig(backbone=backbone, channels=channels),
+                             pretrained=True, pretrained_cfg_overlay={"file": file})
+    return {k: v.detach() for k, v in source.state_dict().items()}
