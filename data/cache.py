@@ -29,7 +29,7 @@ from model.preprocess import resize_uint8
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: resize rounds at k + 0.5 + 1/512 (model.preprocess)
+CACHE_VERSION = 3  # 3: the exact integer-weight resize (model.preprocess.resize)
 RESIZE_CHUNK = 64
 Progress = Callable[[int, int], None]
 

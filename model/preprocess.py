@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .channels import CHANNELS
 
-ROUND_OFFSET = 0.5 + 1 / 512  # rounding boundary just above the half (see resize)
+WEIGHT_BITS = 12  # resize weights are multiples of 1/4096 ...
+MID_BITS = 4  # ... and the first pass keeps 1/16 of a grey level (see resize)
 
 
 def select_channels(x: Tensor, index: Tensor) -> Tensor:
@@ -23,21 +23,49 @@ def select_channels(x: Tensor, index: Tensor) -> Tensor:
     return x.index_select(1, index)
 
 
-def resize(x: Tensor, size: int) -> Tensor:
-    """Resize a float ``(B, C, H, W)`` image in 0..255 to ``size x size``.
+def resize_weights(n_in: int, n_out: int, device: torch.device | None = None) -> Tensor:
+    """``(n_out, n_in)`` integer weights, each row summing to ``2**WEIGHT_BITS``: antialiased
+    bilinear resampling (a triangle filter, as wide as the scale when shrinking, PyTorch's
+    ``antialias=True``), computed in exact integer arithmetic.
 
-    Antialiased bilinear, then rounded and clamped back onto the uint8 grid, so that a cached
-    uint8 copy and an on-the-fly resize give identical network inputs. A no-op (no rounding)
-    when the image already has that size.
+    Distances are counted in units of ``1 / (2 * n_out)`` input pixels, where both pixel
+    centres and the filter's width are whole numbers, so that no rounding happens before the
+    weights are quantised, and the quantisation itself is integer division.
+    """
+    j = torch.arange(n_in, device=device)
+    i = torch.arange(n_out, device=device)
+    distance = (2 * n_out * j[None, :] + n_out - (2 * i[:, None] + 1) * n_in).abs()
+    tent = (2 * max(n_in, n_out) - distance).clamp(min=0)
+    total = tent.sum(dim=1, keepdim=True)
+    one = 1 << WEIGHT_BITS
+    q = (2 * one * tent + total) // (2 * total)  # nearest multiple of 1/4096
+    # what rounding left over goes to each row's largest weight: rows sum to exactly one
+    largest = j[None, :] == q.argmax(dim=1, keepdim=True)
+    return q + (one - q.sum(dim=1, keepdim=True)) * largest
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Resize a float ``(B, C, H, W)`` image on the uint8 grid (whole numbers 0..255) to
+    ``size x size``, rounded back onto that grid.
+
+    Antialiased bilinear with weights quantised to 1/4096 (:func:`resize_weights`), as two
+    matrix products whose every partial sum is a whole number below 2**24: float32 holds them
+    exactly, so PyTorch (any device, any summation order) and onnxruntime compute the same
+    bits and the rounding to grey levels never depends on the library. (A plain
+    ``F.interpolate`` left values within float error of a rounding boundary, where PyTorch and
+    onnxruntime rounded apart by a grey level: 5e-4 on the probabilities of real erasers.)
+    A no-op (no rounding) when the image already has that size.
     """
     if x.shape[-2] == size and x.shape[-1] == size:
         return x
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    # Not x.round(): upsampling puts many pixels exactly halfway between two grey levels,
-    # where the last bit of PyTorch's and onnxruntime's arithmetic decides the rounding (an
-    # exported pretrained backbone was 1e-3 off). Moving the boundary off the half keeps
-    # such exact ties on one side in both.
-    return torch.floor(x + ROUND_OFFSET).clamp(0, 255)
+    rows = resize_weights(x.shape[-2], size, x.device).to(x.dtype)
+    cols = resize_weights(x.shape[-1], size, x.device).to(x.dtype)
+    # pass 1, along the width: at most 255 * 4096 (exact); keep 1/16 grey level (exact floor)
+    shift = 1 << (WEIGHT_BITS - MID_BITS)
+    y = torch.floor((x @ cols.T + shift / 2) / shift)
+    # pass 2, along the height: at most 255 * 16 * 4096 < 2**24 (exact); nearest grey level
+    scale = 1 << (WEIGHT_BITS + MID_BITS)
+    return torch.floor((rows @ y + scale / 2) / scale).clamp(0, 255)
 
 
 def resize_uint8(images: np.ndarray | Tensor, size: int) -> Tensor:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import model
 from model.config import CHANNELS
 from model.inference import InspectionModel, predict
 from model.metrics import probabilities
+from model.preprocess import resize_weights
 from tests.model.shared import CFG, MEAN, STD, THRESHOLDS, trained_net
 
 
@@ -50,9 +50,11 @@ def test_model_equals_manual_preprocessing_on_310(m):
     raw = _raw(3, size=310, seed=2)
     idx = [CHANNELS.index(c) for c in CFG.channels]
     # Written out independently of preprocess_raw: channels first, then NCHW.
-    x = torch.from_numpy(raw.numpy()[..., idx]).float().permute(0, 3, 1, 2)
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-    x = torch.floor(x + 0.5 + 1 / 512).clamp(0, 255) / 255  # halves round up, see resize
+    x = raw.numpy()[..., idx].astype(np.float64).transpose(0, 3, 1, 2)
+    w = resize_weights(310, 32).numpy().astype(np.float64)  # multiples of 1/4096, see resize
+    x = np.floor((x @ w.T + 128) / 256)  # along the width, to 1/16 grey level
+    x = np.floor((w @ x + 2**15) / 2**16)  # along the height, to the nearest grey level
+    x = torch.from_numpy(x).float() / 255
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():
         assert torch.equal(m.preprocess(raw), x)

@@ -94,3 +94,59 @@ def test_a_split_stem_exports_and_matches(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert compare_onnx(m, session, random_images(4, SOURCE, seed=2), name="random").ok
 
+
+
+@pytest.fixture(scope="module")
+def erasers_310() -> np.ndarray:
+    """Eight full-size synthetic erasers (every class): flat regions, ink and relief, where a
+    resize puts values near a rounding boundary that random noise seldom does."""
+    from data.synth import render_eraser
+
+    labels = ["0_0", "1_0", "0_1", "1_1"] * 2
+    return np.stack([render_eraser(5, i, label)[0] for i, label in enumerate(labels)])
+
+
+class _Resized(torch.nn.Module):
+    """The preprocessing of a model up to the grey levels it rounds to (raw in, resized out)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return model.resize(x.permute(0, 3, 1, 2).float(), self.size)
+
+
+@pytest.mark.parametrize("size", [32, 48, 64, 96, 128, 160, 224, 320])
+def test_the_graph_rounds_real_erasers_to_the_same_grey_levels_at_every_size(size, erasers_310,
+                                                                            tmp_path):
+    net = _Resized(size).eval()
+    program = torch.onnx.export(net, (torch.from_numpy(erasers_310[:2]),), dynamo=True,
+                                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                                verbose=False)
+    path = tmp_path / "resize.onnx"
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: erasers_310})
+    with torch.no_grad():
+        expected = net(torch.from_numpy(erasers_310)).numpy()
+    assert got.shape == (8, 6, size, size)
+    np.testing.assert_array_equal(got, expected)  # bit for bit: no grey level apart
+
+
+@pytest.mark.parametrize("channel_set", sorted(model.CHANNEL_SETS))
+def test_every_channel_set_exports_within_tolerance_on_real_erasers(channel_set, erasers_310,
+                                                                    tmp_path):
+    torch.manual_seed(0)
+    channels = model.CHANNEL_SETS[channel_set]
+    cfg = model.CNNConfig(channels=channels, input_size=48, widths=(8, 16, 32),
+                          kernel_sizes=(3, 3, 3), convs_per_block=2, dense_width=0,
+                          task="multilabel")
+    n = len(channels)
+    m = model.InspectionModel(model.build_model(cfg).eval(), cfg, [0.4] * n, [0.2] * n,
+                              THRESHOLDS)
+    m.meta = {"source_size": 310}
+    session = ort.InferenceSession(str(export_onnx(m.eval(), tmp_path / "m.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    check = compare_onnx(m, session, erasers_310, name="synthetic")
+    assert check.ok and check.max_diff < 1e-5, check.max_diff
