@@ -35,9 +35,15 @@ log = logging.getLogger(__name__)
 class TrialFailed(Exception):
     """A trial could not finish (out of memory, non-finite loss, invalid configuration).
 
-    The study catches it: the trial is recorded as FAIL with its reason and the search goes
-    on. Anything else (a bug) still stops the study loudly.
+    The study catches it: the trial is recorded as FAIL with its reason (``fail_reason``) and
+    cause (``fail_cause``, one of :data:`CAUSES`) and the search goes on, until the same cause
+    ends several trials in a row (``search.study.CircuitBreaker``). Anything else (a bug)
+    still stops the study loudly.
     """
+
+
+CAUSES = ("out_of_memory", "weights", "non_finite_loss", "invalid_configuration",
+          "undefined_metric")
 
 
 EpochHook = Callable[[int, EpochReport], None]
@@ -108,33 +114,36 @@ class Objective:
                            weights=self.weights, features=self.features)
         except torch.OutOfMemoryError:
             self.features.clear()
-            failure = (f"out of memory on {self.device} ({config.model.input_size} px, batch "
+            failure = ("out_of_memory",
+                       f"out of memory on {self.device} ({config.model.input_size} px, batch "
                        f"{config.train.batch_size}, {describe(config.model)})")
         except WeightsError as exc:  # e.g. a worker on a machine without the weights
-            failure = str(exc)
+            failure = ("weights", str(exc))
         except NonFiniteLossError as exc:
-            failure = str(exc)
+            failure = ("non_finite_loss", str(exc))
         except ValueError as exc:  # a configuration the model or loss refuses
-            failure = f"invalid configuration: {exc}"
+            failure = ("invalid_configuration", f"invalid configuration: {exc}")
         # Ctrl-C/SIGTERM: search.study.run_trials fails the trial and queues its parameters.
         if failure is not None:
             # Outside the handler: the exception and the frames holding its tensors are gone,
             # so the memory can really be freed before the next trial.
-            self._fail(trial, failure, rows)
+            self._fail(trial, *failure, rows)
         if not math.isfinite(result.score):
-            self._fail(trial, f"{metric} is undefined on the validation split (a class has "
-                       "no example there); use a larger validation fraction", rows)
+            self._fail(trial, "undefined_metric", f"{metric} is undefined on the validation "
+                       "split (a class has no example there); use a larger validation fraction",
+                       rows)
         self._record(trial, result)
         for hook in self.on_result:  # e.g. figures and notes for the dashboard
             hook(trial, result)
         return result.score
 
-    def _fail(self, trial: optuna.Trial, reason: str, rows: list[dict]) -> None:
+    def _fail(self, trial: optuna.Trial, cause: str, reason: str, rows: list[dict]) -> None:
         # Free what the failed run held before the next trial allocates again.
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("fail_cause", cause)
         self._stopped(trial, reason, rows)
         raise TrialFailed(reason) from None
 

@@ -42,6 +42,48 @@ class SurplusTrial(Exception):
     """This trial would exceed the study's total (another worker got there first)."""
 
 
+class RepeatedFailure(Exception):
+    """The same cause failed several trials in a row: this run stops, the study is kept."""
+
+    def __init__(self, count: int, reason: str) -> None:
+        self.count, self.reason = count, reason
+        super().__init__(f"stopped: {count} trials in a row failed the same way: "
+                         f"{reason.rstrip('.')}. The study is kept as it is; fix the cause and "
+                         "rerun the same command to resume it.")
+
+
+FAILURES_IN_A_ROW = 3
+
+
+class CircuitBreaker:
+    """Counts this process's consecutive trials that failed with the same ``fail_cause``
+    (an Optuna callback): a study whose every trial fails the same way (weights that do not
+    load, a device that runs out of memory on every network) must stop and say so, not fill
+    the storage with failed trials. A finished trial resets the count; a trial failed without
+    a cause of its own (surplus, interrupted) does not count."""
+
+    def __init__(self, limit: int = FAILURES_IN_A_ROW) -> None:
+        self.limit = limit
+        self.count = 0
+        self.cause: str | None = None
+        self.reason = ""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state in FINISHED:
+            self.count, self.cause = 0, None
+            return
+        cause = trial.user_attrs.get("fail_cause")
+        if trial.state != TrialState.FAIL or cause is None:
+            return
+        self.count = self.count + 1 if cause == self.cause else 1
+        self.cause, self.reason = cause, trial.user_attrs.get("fail_reason", cause)
+
+    def check(self) -> None:
+        """Raise :class:`RepeatedFailure` once ``limit`` trials in a row failed alike."""
+        if self.count >= self.limit:
+            raise RepeatedFailure(self.count, self.reason)
+
+
 def storage_url(arg: str | None = None) -> str:
     """``--storage`` if given, else ``$OPTUNA_STORAGE``, else the local SQLite file."""
     return arg or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
@@ -348,7 +390,8 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                n_trials: int, timeout: float | None = None,
                catch: Iterable[type[Exception]] = (),
                callbacks: Iterable[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
-               poll_seconds: float = 2.0, stop: GracefulStop | None = None) -> None:
+               poll_seconds: float = 2.0, stop: GracefulStop | None = None,
+               failures_in_a_row: int = FAILURES_IN_A_ROW) -> None:
     """Run trials until the study holds ``n_trials`` finished (complete + pruned) trials.
 
     Safe with any number of workers on one storage. Optuna's ``MaxTrialsCallback`` stops a
@@ -359,14 +402,19 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     stale, is retried, and this worker runs it. Ctrl-C/SIGTERM (``KeyboardInterrupt``) fails
     the running trial with a reason, queues its parameters again and propagates; with
     ``stop`` (a :class:`GracefulStop` in effect) a signal between trials stops before the next.
+    After ``failures_in_a_row`` trials of this process failed with the same cause it raises
+    :class:`RepeatedFailure` (:class:`CircuitBreaker`), leaving the study resumable.
     """
     catch = (*tuple(catch), SurplusTrial)
     deadline = None if timeout is None else time.monotonic() + timeout
     guarded = surplus_guard(study, objective, n_trials, stop)
+    breaker = CircuitBreaker(failures_in_a_row)
+    callbacks = [*callbacks, breaker]
 
     while True:
         if stop is not None:
             stop.check()
+        breaker.check()
         counts = count_states(study)
         finished = sum(counts[s] for s in FINISHED)
         if finished >= n_trials:
@@ -381,5 +429,5 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                 optuna.storages.fail_stale_trials(study)
             time.sleep(poll_seconds)
             continue
-        study.optimize(guarded, n_trials=1, catch=catch, callbacks=list(callbacks),
+        study.optimize(guarded, n_trials=1, catch=catch, callbacks=callbacks,
                        gc_after_trial=False)

@@ -6,6 +6,8 @@ import pytest
 from optuna.trial import TrialState
 
 from search.study import (
+    CircuitBreaker,
+    RepeatedFailure,
     StudyError,
     SurplusTrial,
     artifact_dir_for,
@@ -136,3 +138,44 @@ def test_a_raw_at_in_the_password_is_masked_whole_and_explained():
     with pytest.raises(StudyError, match="URL-encode the password") as info:
         open_storage(url)
     assert "secret" not in str(info.value) and "PW" not in str(info.value)
+
+
+class Broken(Exception):
+    """What a trial raises in these tests: a failure with a cause, as TrialFailed has."""
+
+
+def failing(cause: str):
+    def objective(trial):
+        trial.set_user_attr("fail_cause", cause)
+        trial.set_user_attr("fail_reason", f"{cause} in trial {trial.number}")
+        raise Broken(cause)
+    return objective
+
+
+def test_the_same_failure_three_times_in_a_row_stops_the_run_and_keeps_the_study(storage):
+    study = new_study(storage)
+    with pytest.raises(RepeatedFailure, match="3 trials in a row failed the same way") as exc:
+        run_trials(study, failing("weights"), n_trials=50, catch=(Broken,))
+    assert exc.value.count == 3 and "weights in trial 2" in exc.value.reason
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    run_trials(study, lambda t: 1.0, n_trials=2)  # fixed: the same study resumes
+    assert n_finished(study) == 2
+
+
+def test_a_finished_trial_or_another_cause_restarts_the_count():
+    breaker = CircuitBreaker(limit=2)
+
+    def trial(state, cause=None):
+        attrs = {"fail_cause": cause, "fail_reason": f"{cause}!"} if cause else {}
+        return optuna.trial.create_trial(state=state, value=1.0 if state != TrialState.FAIL
+                                         else None, user_attrs=attrs)
+
+    for t in (trial(TrialState.FAIL, "oom"), trial(TrialState.COMPLETE),
+              trial(TrialState.FAIL, "oom"), trial(TrialState.FAIL, "weights"),
+              trial(TrialState.FAIL),  # surplus or interrupted: no cause of its own
+              trial(TrialState.PRUNED), trial(TrialState.FAIL, "weights")):
+        breaker(None, t)
+        breaker.check()
+    breaker(None, trial(TrialState.FAIL, "weights"))
+    with pytest.raises(RepeatedFailure, match="weights!"):
+        breaker.check()
