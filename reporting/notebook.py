@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 DPI = 100
 
 
+class StepFailed(Exception):
+    """A notebook step that cannot go on, shown as its message alone.
+
+    IPython renders an exception through its ``_render_traceback_`` when it has one, so the
+    cell shows what the command would print (what is wrong, what to do) instead of a
+    traceback into the library, and running all cells still stops at this one.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"Stopped: {self}"]
+
+
 # --- keeping the work on Google Drive ----------------------------------------------------
 
 class FolderMirror:

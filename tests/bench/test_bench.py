@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bench import data_path, gpu_workers, memory, pruning, trial_overhead
+from bench import data_path, gpu_workers, memory, notebook_runs, pruning, trial_overhead
 
 RATIO = re.compile(r"^RATIO (.+): (\S+)x", re.M)
 
@@ -19,7 +19,8 @@ def ratios(out: str) -> dict[str, float]:
     return found
 
 
-@pytest.mark.parametrize("module", [data_path, trial_overhead, pruning, memory, gpu_workers])
+@pytest.mark.parametrize("module", [data_path, trial_overhead, pruning, memory, gpu_workers,
+                                    notebook_runs])
 def test_every_script_has_help_and_a_dry_run(module, capsys):
     with pytest.raises(SystemExit) as exc:
         module.main(["--help"])
