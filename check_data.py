@@ -1,7 +1,8 @@
 """``python check_data.py DATA_PATH [--labels CSV ...]``: is this delivery usable?
 
 Reads every image and label once, prints a summary and every problem found, and exits 0 when
-the data can be used (warnings allowed) or 2 when it cannot.
+the data can be used (warnings allowed) or 2 when it cannot: broken files, or labels with
+nothing to learn (no defective or no good eraser).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cli.common import HelpFormatter, fail, progress_bar, setup_logging
 from data.cache import default_cache_dir
 from data.dataset import format_summary, scan
 from data.errors import DataError, format_problems
+from data.kinds import label_problems
 from data.labels import find_label_csvs
 from data.sources import discover
 
@@ -57,13 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{args.data} cannot be used as it is; fix the errors above.", file=sys.stderr)
         return 2
     close()
+    if eraser_set is not None and eraser_set.targets is not None:
+        problems += label_problems(eraser_set.targets, eraser_set.label_kind,
+                                   ", ".join(eraser_set.label_files))
     if eraser_set is not None:
         print(format_summary(eraser_set.summary()))
-    if problems:
-        print("\n" + format_problems(problems), file=sys.stderr if eraser_set is None else None)
     n_err = sum(p.level == "error" for p in problems)
     n_warn = len(problems) - n_err
-    if eraser_set is None:
+    if problems:
+        print("\n" + format_problems(problems), file=sys.stderr if n_err else None)
+    if eraser_set is None or n_err:
         print(f"\nNOT USABLE: {n_err} error(s), {n_warn} warning(s). Fix the errors above and "
               "run the check again.", file=sys.stderr)
         return 2

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="re-train the K best trials' configurations with other seeds on the "
                    "study's split and export the one with the best mean validation score "
-                   "(its own weights); 0: the best single trial")
+                   "(its own weights); 0 (the default): no confirmation, the best single trial "
+                   "is exported")
     p.add_argument("--confirm-seeds", type=int, default=2, metavar="S",
                    help="extra seeds per configuration for --confirm")
     p.add_argument("--force", action="store_true",

@@ -34,6 +34,7 @@ from cli.checks import (
     bad_number,
     folder_problem,
     names_problem,
+    study_name_problem,
 )
 from cli.common import HelpFormatter, add_study_location, fail, progress_bar, setup_logging
 from cli.study import (
@@ -59,7 +60,14 @@ from search.export import best_test_metrics
 from search.plan import DEFAULT_BUDGETS, DEMO_BUDGET, TIER_NAMES, parse_budget, planner
 from search.session import prepare
 from search.space import BACKBONE_MODES, SCRATCH, SearchSpace
-from search.study import PRUNERS, SAMPLERS, StudyError, n_finished, storage_url
+from search.study import (
+    PRUNERS,
+    SAMPLERS,
+    RepeatedFailure,
+    StudyError,
+    n_finished,
+    storage_url,
+)
 from training.device import DeviceError, threads_per_worker, worker_device
 
 DEMO_DIR = Path("demo_data")
@@ -172,7 +180,8 @@ def check_flags(args: argparse.Namespace, url: str) -> str | None:
         ("--test-fraction", args.test_fraction, TEST_FRACTION),
         ("--dashboard-port", args.dashboard_port, PORT), ("--seed", args.seed, SEED),
         ("--worker-index", args.worker_index, at_least(0)),
-    ]) or names_problem(args.backbones, BACKBONES, "--backbones", alone="none") or (
+    ]) or study_name_problem(args.study) or names_problem(
+        args.backbones, BACKBONES, "--backbones", alone="none") or (
         folder_problem(args.cache_dir, "--cache-dir")) or (
         folder_problem(args.artifact_dir, "--artifact-dir") if args.artifact_dir
         else artifact_dir_problem(url))
@@ -191,7 +200,8 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
     setup_logging(args.verbose)
     optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.ERROR)
     demo, worker = args.data is None, args.worker_index is not None
-    study_name = args.study or ("demo" if demo else Path(args.data).resolve().name)
+    study_name = args.study if args.study is not None else (
+        "demo" if demo else Path(args.data).resolve().name)
     url = storage_url(args.storage)
     problem = check_flags(args, url)
     if problem:
@@ -214,9 +224,13 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
         torch.set_num_threads(threads_per_worker(args.workers))
     # only the process that may create the study looks for (and downloads) weights; workers
     # train what the stored space holds and fail a trial whose weights they lack, saying so
-    families = choose_families(
-        args.families or (CPU_FAMILIES if device.type == "cpu" else FAMILIES), args.backbones,
-        weights, default=() if demo else BACKBONES, dry_run=args.dry_run, look=not worker)
+    try:
+        families = choose_families(
+            args.families or (CPU_FAMILIES if device.type == "cpu" else FAMILIES),
+            args.backbones, weights, default=() if demo else BACKBONES, dry_run=args.dry_run,
+            look=not worker)
+    except WeightsError as exc:
+        return fail(str(exc))
     if not (families.scratch or families.found or worker):
         return fail(f"--families {' '.join(args.families)} leaves nothing to search: no "
                     "ImageNet weights for the backbones here. Give them with --weights, or "
@@ -295,6 +309,10 @@ def launch(args: argparse.Namespace, argv: list[str], cleanup: contextlib.ExitSt
             run_in_process(session, device, n_trials, timeout=timeout, deadline=deadline,
                            figures=args.trial_figures, weights=weights)
             code = 0
+    except RepeatedFailure as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        print_summary(session.study, study_name, url)
+        return 1
     except KeyboardInterrupt:
         print(f"\nInterrupted. The running trial is recorded as failed and will be run again; "
               f"rerun the same command to resume the study ({n_finished(session.study)}/"

@@ -24,6 +24,7 @@ from cli.checks import (
 from cli.common import HelpFormatter, fail, progress_bar, setup_logging
 from data import DataError, SplitError, format_problems, k_for_fraction, load_data, make_split
 from data.cache import default_cache_dir
+from data.kinds import assess
 from data.pipeline import TrainData
 from model import describe, save_checkpoint
 from model.config import BackboneConfig
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         weights = WeightFinder(args.weights)
         if isinstance(config.model, BackboneConfig):  # before any work: weights are here
-            weights.require(config.model.backbone)
+            weights.verified(config.model.backbone)
     except RunFileError as exc:
         return fail(f"--config: {exc}")
     except (DeviceError, WeightsError) as exc:
@@ -111,9 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         close()
         return fail(str(exc))
     close()
+    teach = assess(data.targets_of(split.train_ids()), data.label_kind)
+    if not teach.ok:
+        return fail(" ".join(teach.errors) + " Nothing was trained.")
     print(f"model   {describe(config.model)}")
     print(f"data    {len(split.train_ids())} train / {len(split.val_ids())} validation, "
           f"device {describe_device(device)}")
+    for warning in teach.warnings():
+        print(f"WARNING {warning}")
     if args.dry_run:
         print("dry run: nothing trained.")
         return 0

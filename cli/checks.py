@@ -138,6 +138,25 @@ def file_name_problem(name: str, flag: str) -> str | None:
     return None
 
 
+MAX_STUDY_NAME = 128
+
+
+def study_name_problem(name: str | None, flag: str = "--study") -> str | None:
+    """A study name given on the command line: not empty, no surrounding blanks, no control
+    characters or slashes (it names report folders), at most 128 characters. ``None``: the
+    flag was not given (the command chooses the name)."""
+    if name is None:
+        return None
+    if not name.strip():
+        return (f"{flag} {name!r} is empty; give the study a name (letters, digits, '_', '-', "
+                "'.'), or leave the flag out for the data folder's name.")
+    if (name != name.strip() or len(name) > MAX_STUDY_NAME or any(c in name for c in "/\\")
+            or any(not c.isprintable() for c in name)):
+        return (f"{flag} {name!r} is not a usable study name: no leading or trailing blanks, "
+                f"slashes or control characters, at most {MAX_STUDY_NAME} characters.")
+    return None
+
+
 def names_problem(names: Sequence[str] | None, known: Sequence[str], flag: str, *,
                   alone: str | None = None) -> str | None:
     """Every name one of ``known`` (or the word ``alone``, which must then stand alone)."""

@@ -20,7 +20,7 @@ from cli.checks import folder_problem
 from cli.common import hold_on_exit
 from data import format_summary
 from model import GRADED
-from model.pretrained import WEIGHTS_ENV, WeightFinder
+from model.pretrained import WEIGHTS_ENV, WeightFinder, check_weights
 from reporting import dashboard as dashboard_lib
 from reporting.plots import LABELS
 from reporting.progress import StudyProgress, trial_line
@@ -30,6 +30,7 @@ from search.session import Session, best_trials, make_objective, run
 from search.space import SCRATCH, SearchSpace
 from search.study import (
     GracefulStop,
+    RepeatedFailure,
     artifact_dir_for,
     mask_url,
     n_finished,
@@ -67,6 +68,8 @@ def print_session(session: Session, name: str, url: str, device: torch.device, b
     print_plan(session.plan, session, budget, source)
     for note in session.notes:
         print(f"note    {note}")
+    for warning in session.warnings:
+        print(f"WARNING {warning}")
 
 
 def serve_dashboard(session: Session, url: str, cleanup: contextlib.ExitStack, *, host: str,
@@ -127,13 +130,16 @@ def choose_families(families: Sequence[str], backbones: Sequence[str] | None,
                     weights: WeightFinder, *, default: Sequence[str], dry_run: bool = False,
                     look: bool = True) -> Families:
     """``--families`` and ``--backbones`` (None: ``default``; ``none``: no backbone) with
-    the weights ``weights`` finds; downloads them unless ``dry_run``. ``look=False`` (a
-    worker: it trains what the stored space holds) looks for nothing."""
+    the weights ``weights`` finds; downloads them unless ``dry_run``. Every file found must
+    load (:class:`~model.pretrained.WeightsError` otherwise: checked here, before the study,
+    not by failing trial after trial). ``look=False`` (a worker: it trains what the stored
+    space holds) looks for nothing."""
     modes = tuple(f for f in families if f != SCRATCH)
     wanted = () if backbones == ["none"] or not modes else tuple(backbones or default)
-    found = (() if not look else tuple(weights.local(wanted) if dry_run
-                                       else weights.fetch(wanted)))
-    return Families(SCRATCH in families, modes, wanted, found, dry_run)
+    files = {} if not look else weights.local(wanted) if dry_run else weights.fetch(wanted)
+    for name, file in files.items():
+        check_weights(name, file)
+    return Families(SCRATCH in families, modes, wanted, tuple(files), dry_run)
 
 
 def run_in_process(session: Session, device: torch.device, n_trials: int, *,
@@ -167,6 +173,9 @@ def run_worker(session: Session, device: torch.device, n_trials: int, *,
     except KeyboardInterrupt:
         print("interrupted: the running trial (if any) is FAIL and queued again", flush=True)
         return 130
+    except RepeatedFailure as exc:
+        print(exc, flush=True)
+        return 1
     return 0
 
 
@@ -197,6 +206,12 @@ def run_workers(script: str, argv: list[str], session: Session, n_workers: int,
         print(f"note    worker exit codes {codes}, but the study holds its {n_trials} trials",
               file=sys.stderr)
         return 0
+    if 1 in codes:
+        print(f"stopped: worker(s) {', '.join(str(i) for i, c in enumerate(codes) if c == 1)} "
+              "ended because their trials kept failing the same way (their lines above say "
+              "how); the study is kept: fix the cause and rerun the same command to resume it.",
+              file=sys.stderr)
+        return 1
     print(f"worker exit codes: {codes}", file=sys.stderr)
     return 1
 

@@ -63,6 +63,11 @@ class EraserSet:
         rows = self.store.rows(self.ids if ids is None else ids)
         return self.store.at_size(size or self.image_size, rows)
 
+    def targets_of(self, ids: list[str]) -> np.ndarray:
+        """``(n, 2)`` [print, physical] targets of ``ids``, in that order (the store holds the
+        erasers in this set's order)."""
+        return self.targets[self.store.rows(ids)]
+
     @property
     def data_hash(self) -> str:
         """Changes when any pixel, id or label changes; guards a study against other data."""

@@ -109,6 +109,13 @@ class WeightFinder:
                 f"{WEIGHTS_ENV} (a file named {name}.pth or .safetensors, or a folder of them)")
         return found
 
+    def verified(self, name: str) -> Path:
+        """Like :meth:`require`, and the file really loads into the backbone: commands check
+        the weights before any work, not in their first trial (:func:`check_weights`)."""
+        found = self.require(name)
+        check_weights(name, found)
+        return found
+
     def local(self, names: Iterable[str]) -> dict[str, Path]:
         """The weight file of each of ``names`` that is on this machine."""
         return {n: f for n in names if (f := self.file(n)) is not None}
@@ -140,6 +147,21 @@ def online(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_weights(name: str, file: str | os.PathLike) -> None:
+    """Raise :class:`WeightsError` unless ``file`` loads into backbone ``name`` as a trial
+    would load it (a file named after a backbone may still be something else: a failed
+    download, another model's weights, random bytes)."""
+    from .net import build_model  # model.net imports this module's config only; no cycle
+
+    cfg = BackboneConfig(backbone=name)
+    try:
+        load_pretrained(build_model(cfg), cfg, file)
+    except WeightsError as exc:
+        raise WeightsError(f"{exc}. Nothing was trained: give a weight file of timm's layout "
+                           f"for {name} (--weights or {WEIGHTS_ENV}), or search without it "
+                           "(--backbones with the others, or none).") from None
 
 
 def load_pretrained(net: nn.Module, cfg: BackboneConfig, file: str | os.PathLike) -> None:

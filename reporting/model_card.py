@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from data.kinds import KIND_WORDS, MIN_TO_LEARN
 from model import GRADED, OnnxCheck, describe
 from model.config import arch_from_dict
 from model.onnx import INPUT_NAME, OUTPUT_NAMES
@@ -71,6 +72,11 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
                   "early stopping). It has no validation set of its own: the thresholds, the "
                   "validation metrics and the TTA finding below were measured on the trial's "
                   "model before the refit and are kept as they are."]
+    for kind, n in ckpt.get("ungradable", {}).items():
+        lines += ["", f"**It cannot grade {KIND_WORDS.get(kind, kind)}**: the study's training "
+                  f"part held only {n} erasers with them (fewer than {MIN_TO_LEARN}), so its "
+                  f"`{kind}` probability is not a learnt score. Label more of them and run a "
+                  "new study for a model that grades them."]
 
     lines += ["", "## Files", "", "| file | sha256 |", "|---|---|",
               f"| `{pth.name}` | `{_sha256(pth)}` |"]

@@ -164,13 +164,14 @@ def stamp(ckpt: dict, *, group: str, study: optuna.Study,
     out.update(group=group, study=study.study_name, trial=trial.number,
                params=dict(trial.params), value=float(trial.value),
                exported=datetime.now(UTC).isoformat(timespec="seconds"))
+    if study.user_attrs.get("ungradable"):  # kinds its training part held too few of
+        out["ungradable"] = dict(study.user_attrs["ungradable"])
     return out
 
 
 def validation_targets(data: EraserSet, ids: list[str]) -> np.ndarray:
     """``(n, 2)`` [print, physical] targets of ``ids``, in that order."""
-    row = {k: i for i, k in enumerate(data.ids)}
-    return data.targets[np.array([row[k] for k in ids], dtype=np.int64)]
+    return data.targets_of(ids)
 
 
 def test_metrics(net: model_lib.InspectionModel, data: EraserSet, split: Split

@@ -21,6 +21,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from data import EraserSet, Split, k_for_fraction, load_data, make_split
 from data.cache import Progress
 from data.dataset import USE_DEFAULT_CACHE
+from data.kinds import assess
 from data.labels import BINARY
 from data.noise import flagged_hash
 from model.pretrained import WeightFinder
@@ -64,6 +65,7 @@ class Session:
     artifact_dir: Path
     resumed: bool
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the shipped model cannot do
     flagged: tuple[str, ...] = ()  # suspected mislabels whose loss weight the trials set
     plan: Plan | None = None  # how a new study's space was chosen (None: given, or resumed)
 
@@ -138,6 +140,16 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
         test_fraction = auto_test_fraction(len(data))
     split = make_split(data.ids, data.codes, k=k_for_fraction(val_fraction), seed=seed,
                        group_regex=group_regex, test_fraction=test_fraction)
+    teach = assess(data.targets_of(split.train_ids()), data.label_kind)
+    if not teach.ok:
+        raise StudyError(" ".join(teach.errors) + " Nothing was trained.")
+    # without both defective and good erasers the validation metric is undefined in every trial
+    checked = assess(data.targets_of(split.val_ids()), data.label_kind, minimum=1,
+                     where="the validation part")
+    if not checked.ok:
+        raise StudyError(f"{checked.errors[0].split(': ')[0]}: no trial could be scored. Use a "
+                         "larger --val-fraction, another --seed, or (with --group-regex) packs "
+                         "that mix good and defective erasers.")
     if split.test:
         notes.append(f"{len(split.test)} erasers ({test_fraction:.0%}) set aside as the test "
                      "split: no trial, threshold or epoch choice sees them; export_best.py "
@@ -156,6 +168,8 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
                                        "metric": "defect_ap"})
         notes.append("only binary labels: searching the binary head on defect AUC-PR")
     attrs = study_attrs(data, split, space, data_path, labels, flagged, test_fraction)
+    # the kinds the training part holds too few of: export carries them into the model card
+    attrs["ungradable"] = {k: teach.counts[k] for k in teach.ungradable}
     if plan is not None:
         attrs["plan"] = plan.to_dict()
     # Each worker gets its own sampler seed: identical seeds would propose identical trials.
@@ -186,7 +200,8 @@ def prepare(data_path: str | Path, labels: Sequence[str | Path] | None = None, *
     art_dir = Path(artifact_dir) if artifact_dir else artifact_dir_for(storage_url)
     session = Session(study=study, data=data, split=split, space=space,
                       storage_url=storage_url, artifact_dir=art_dir.resolve(),
-                      resumed=resumed, notes=notes, flagged=flagged, plan=plan)
+                      resumed=resumed, notes=notes, warnings=teach.warnings(),
+                      flagged=flagged, plan=plan)
     if dry_run:
         return session
     if not resumed:
