@@ -4,8 +4,10 @@ The graph takes the arrays exactly as delivered and does all preprocessing itsel
 
 - input ``images``: ``uint8 (batch, height, width, 6)``, channels in
   :data:`~model.config.CHANNELS` order (``GRAY, AM, G, R, W, NORMAL``);
-- inside: channel selection, antialiased bilinear resize to the model's ``input_size`` (rounded
-  back onto the uint8 grid, like the training cache), ``/ 255`` and the stored normalisation;
+- inside: channel selection, the antialiased bilinear resize to the model's ``input_size``
+  (:func:`model.preprocess.resize`: two matrix products in exact integer arithmetic, rounded
+  back onto the uint8 grid like the training cache, so onnxruntime and PyTorch agree to the
+  grey level), ``/ 255`` and the stored normalisation;
 - output ``class_probs``: ``float32 (batch, 3)`` one-vs-all probabilities of print error,
   physical error, no defect (:data:`~model.metrics.GRADED` order);
 - output ``defect_prob``: ``float32 (batch,)``.
@@ -14,10 +16,9 @@ Batch, height and width are dynamic (the resize makes any size work; 310 px is w
 models were trained from). The thresholds, class names and provenance ride along as ONNX
 metadata (``session.get_modelmeta().custom_metadata_map``).
 
-Export uses ``torch.onnx.export(..., dynamo=True)``: the TorchScript exporter has no ONNX
-translation of the antialiased resize (``aten::_upsample_bilinear2d_aa``), while the dynamo
-exporter maps it onto ``Resize(antialias=1)`` (opset >= 18). ``onnx`` and ``onnxruntime`` are
-imported only when used, so ``import model`` stays light.
+Export uses ``torch.onnx.export(..., dynamo=True)``, PyTorch's supported exporter (the resize's
+weights are computed in the graph from the input's dynamic height and width). ``onnx`` and
+``onnxruntime`` are imported only when used, so ``import model`` stays light.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ INPUT_NAME = "images"
 OUTPUT_NAMES: tuple[str, str] = ("class_probs", "defect_prob")
 DEFAULT_TOLERANCE = 1e-4
 """Largest accepted |onnxruntime - PyTorch| probability difference (both float32)."""
-MIN_OPSET = 18  # Resize(antialias=...) appeared in opset 18
+MIN_OPSET = 18  # what the dynamo exporter targets; older runtimes lack its operators
 DEFAULT_SOURCE_SIZE = 310
 # Checkpoint entries copied into the ONNX metadata (JSON-encoded), when present.
 META_KEYS = ("group", "study", "trial", "task", "channels", "input_size", "source_size",
@@ -121,8 +122,8 @@ def export_onnx(model: InspectionModel, path: str | os.PathLike, *,
     opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                 default=0)
     if opset < MIN_OPSET:
-        raise OnnxExportError(f"the exporter produced opset {opset}; the antialiased resize "
-                              f"needs opset {MIN_OPSET} or newer")
+        raise OnnxExportError(f"the exporter produced opset {opset}; the graph needs opset "
+                              f"{MIN_OPSET} or newer")
     proto.doc_string = (f"MILAN eraser inspection CNN. Input {INPUT_NAME}: uint8 (batch, "
                         f"height, width, 6) raw erasers. Outputs {OUTPUT_NAMES[0]} (batch, 3) "
                         f"= {', '.join(GRADED)}; {OUTPUT_NAMES[1]} (batch,).")
