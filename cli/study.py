@@ -242,7 +242,8 @@ def print_summary(study: optuna.Study, name: str, url: str) -> None:
         print(f"{t.number:5d} {t.value:10.4f} {a.get('print_error_auroc', math.nan):6.3f} "
               f"{a.get('physical_error_auroc', math.nan):6.3f} "
               f"{a.get('best_epoch', 0):3d}/{a.get('epochs_run', 0):<2d} {a.get('params', 0):9d}"
-              f"  {a.get('architecture', '')}" + ("  [portfolio]" if "portfolio" in a else ""))
+              f"  {a.get('architecture', '')}" + ("  [portfolio]" if "portfolio" in a else "")
+              + ("  [partial: cut by the budget]" if "partial" in a else ""))
     storage = "" if url == storage_url(None) else f" --storage {storage_for_commands(url)}"
     print(f"\nExport the best:  python export_best.py --study {name} --group TEAM{storage}")
 

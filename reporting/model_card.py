@@ -72,6 +72,10 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
                   "early stopping). It has no validation set of its own: the thresholds, the "
                   "validation metrics and the TTA finding below were measured on the trial's "
                   "model before the refit and are kept as they are."]
+    if "partial" in ckpt:
+        lines += ["", f"**A partial run**: the trial was {ckpt['partial']}, and still had the "
+                  "best validation score of the study. Its weights are those of its best epoch "
+                  "so far; a longer --budget would have trained it further."]
     for kind, n in ckpt.get("ungradable", {}).items():
         lines += ["", f"**It cannot grade {KIND_WORDS.get(kind, kind)}**: the study's training "
                   f"part held only {n} erasers with them (fewer than {MIN_TO_LEARN}), so its "

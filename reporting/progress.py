@@ -27,6 +27,9 @@ def trial_line(trial: FrozenTrial) -> str:
             attrs.get("architecture", "")) if part)
         return (f"trial {trial.number:3d} COMPLETE {trial.value:.4f}"
                 + (f"  ({details})" if details else ""))
+    if "partial" in attrs:  # PRUNED for the sampler, but its weights are kept
+        return (f"trial {trial.number:3d} PARTIAL  {trial.value:.4f}  ({attrs['partial']}; "
+                f"{attrs.get('architecture', '')})")
     reason = attrs.get("stop_reason") or attrs.get("fail_reason") or ""
     return f"trial {trial.number:3d} {trial.state.name:8s} {reason}"
 

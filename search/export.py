@@ -54,23 +54,31 @@ def check_group(group: str) -> str:
     return group
 
 
+def exportable(trial: optuna.trial.FrozenTrial) -> bool:
+    """Completed, or cut short by the study's budget (``partial``: PRUNED for the sampler,
+    whose weights and validation scores are kept like a completed trial's)."""
+    return trial.value is not None and (trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.PRUNED and "partial" in trial.user_attrs))
+
+
 def select_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.FrozenTrial:
-    """The best completed trial, or trial ``number`` if it completed."""
+    """The best exportable trial (:func:`exportable`: a partial one too, when it is the best
+    on validation), or trial ``number`` if it is exportable."""
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    candidates = [t for t in trials if exportable(t)]
     if number is not None:
         match = [t for t in trials if t.number == number]
-        if not match or match[0].state != TrialState.COMPLETE:
+        if not match or not exportable(match[0]):
             state = match[0].state.name if match else "no such trial"
-            listed = ", ".join(str(t.number) for t in complete[:20]) or "none"
+            listed = ", ".join(str(t.number) for t in candidates[:20]) or "none"
             raise StudyError(f"trial {number} of study {study.study_name!r} cannot be exported "
                              f"({state}); completed trials: {listed}.")
         return match[0]
-    if not complete:
+    if not candidates:
         counts = ", ".join(f"{n} {s.name.lower()}" for s, n in _count(trials).items()) or "none"
         raise StudyError(f"study {study.study_name!r} has no completed trial yet (trials: "
                          f"{counts}). Let run_study.py finish at least one trial.")
-    return max(complete, key=lambda t: t.value if t.value is not None else -math.inf)
+    return max(candidates, key=lambda t: t.value)
 
 
 def _count(trials: list[optuna.trial.FrozenTrial]) -> dict[TrialState, int]:
@@ -166,6 +174,8 @@ def stamp(ckpt: dict, *, group: str, study: optuna.Study,
                exported=datetime.now(UTC).isoformat(timespec="seconds"))
     if study.user_attrs.get("ungradable"):  # kinds its training part held too few of
         out["ungradable"] = dict(study.user_attrs["ungradable"])
+    if "partial" in trial.user_attrs:  # cut short by the budget, yet the best on validation
+        out["partial"] = trial.user_attrs["partial"]
     return out
 
 
@@ -346,6 +356,9 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, opts: Exp
                      trial=trial)
     except (StudyError, model_lib.CheckpointError) as exc:
         raise ExportError(str(exc)) from None
+    if "partial" in ckpt:
+        say("partial", f"trial {trial.number} was {ckpt['partial']}: the best validation score "
+            "all the same, so it ships (it is not a finished run; the sampler ranked it so)")
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=opts.out_dir) as tmp:
         staged = Path(tmp) / f"{opts.group}.pth"
@@ -493,9 +506,9 @@ def confirm_top(study: optuna.Study, data: EraserSet, split: Split, *, top: int,
     configuration varies by 0.1 graded AUC-PR between seeds; bench/RESULTS.md, "Proven
     starting points"), so the trial that ranks first by one run is not reliably the best
     configuration. The shipped weights stay the chosen trial's own."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.value is not None and math.isfinite(t.value)]
-    best = sorted(complete, key=lambda t: t.value, reverse=True)[:top]
+    candidates = [t for t in study.get_trials(deepcopy=False)
+                  if exportable(t) and math.isfinite(t.value)]
+    best = sorted(candidates, key=lambda t: t.value, reverse=True)[:top]
     space = study.user_attrs.get("space", {})
     out = []
     for trial in best:

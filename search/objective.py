@@ -90,6 +90,7 @@ class Objective:
         metric = config.train.metric
 
         rows: list[dict] = []
+        cut: list[int] = []  # the epoch at which the study's budget ended this trial early
 
         def report(r: EpochReport) -> None:
             rows.append(r.row())
@@ -105,7 +106,9 @@ class Objective:
                 trial.set_user_attr("epochs_run", r.epoch)
                 self._stopped(trial, reason, rows)
                 raise optuna.TrialPruned(reason)
-            if self.deadline is not None and time.monotonic() >= self.deadline:
+            if (self.deadline is not None and time.monotonic() >= self.deadline
+                    and r.epoch < r.epochs):
+                cut.append(r.epoch)
                 raise StopTraining(f"the study's budget ran out at epoch {r.epoch}")
 
         failure = None
@@ -135,6 +138,13 @@ class Objective:
         self._record(trial, result)
         for hook in self.on_result:  # e.g. figures and notes for the dashboard
             hook(trial, result)
+        if cut:
+            # Not a result: a score after a few of its epochs is not comparable with finished
+            # trials. PRUNED at its last epoch, the sampler ranks it among the trials cut short
+            # (below every finished one), while its weights and scores stay for export.
+            trial.set_user_attr("partial", f"cut by the study's budget after {cut[0]} of "
+                                f"{config.train.epochs} epochs")
+            raise optuna.TrialPruned(trial.user_attrs["partial"])
         return result.score
 
     def _fail(self, trial: optuna.Trial, cause: str, reason: str, rows: list[dict]) -> None:

@@ -25,6 +25,7 @@ from data.kinds import assess
 from data.labels import BINARY
 from data.noise import flagged_hash
 from model.pretrained import WeightFinder
+from search.export import exportable
 from search.objective import Objective, TrialFailed
 from search.plan import Plan
 from search.portfolio import enqueue_portfolio
@@ -333,7 +334,7 @@ def run(session: Session, objective: Objective, *, n_trials: int,
 
 
 def best_trials(study: optuna.Study, top: int = 5) -> list[optuna.trial.FrozenTrial]:
-    done = [t for t in study.get_trials(deepcopy=False,
-                                        states=(optuna.trial.TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)]
+    """The ``top`` exportable trials (completed, or cut short by the budget), best first."""
+    done = [t for t in study.get_trials(deepcopy=False)
+            if exportable(t) and math.isfinite(t.value)]
     return sorted(done, key=lambda t: t.value, reverse=True)[:top]

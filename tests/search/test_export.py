@@ -170,3 +170,24 @@ def test_confirm_re_runs_the_top_trials_with_other_seeds_and_ships_the_best_mean
     assert export_best.main(export_args(study, tmp_path / "x", "--confirm", "2",
                                         "--trial", "0")) == 2
 
+
+
+def test_a_partial_trial_is_exported_when_it_is_the_best_and_said_so():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.export import exportable, select_trial
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr": FloatDistribution(1e-4, 1e-1)}
+    for state, value, attrs in ((TrialState.COMPLETE, 0.6, {}),
+                                (TrialState.PRUNED, 0.9, {}),  # pruned: never shipped
+                                (TrialState.PRUNED, 0.7, {"partial": "cut by the budget"})):
+        study.add_trial(create_trial(state=state, value=value, params={"lr": 0.01},
+                                     distributions=dist, user_attrs=attrs,
+                                     intermediate_values={1: value}))
+    assert [exportable(t) for t in study.trials] == [True, False, True]
+    assert select_trial(study).number == 2
+    assert select_trial(study, 0).number == 0
+    with pytest.raises(Exception, match="cannot be exported"):
+        select_trial(study, 1)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import optuna
 import pytest
 import torch
@@ -110,14 +112,28 @@ def test_trial_config_replays_exactly_what_each_trial_trained(setup):
         trial_config(broken, space)
 
 
-def test_a_trial_running_at_the_deadline_completes_early_with_its_best_epoch(setup):
+def test_a_trial_cut_by_the_deadline_is_partial_not_ranked_as_complete(setup):
     make_study, objective, *_ = setup
     objective.deadline = 0.0  # long past: every trial stops after its first epoch
     study = make_study()
     run_trials(study, objective, n_trials=1, catch=(TrialFailed,))
     t = study.trials[0]
-    assert t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 1
+    # PRUNED at its last epoch: samplers rank it below every finished trial
+    assert t.state == TrialState.PRUNED and t.user_attrs["epochs_run"] == 1
+    assert t.user_attrs["partial"] == "cut by the study's budget after 1 of 2 epochs"
     assert "budget ran out at epoch 1" in t.user_attrs["stop_reason"]
+    assert t.value == pytest.approx(t.intermediate_values[1])
+    assert "checkpoint_artifact" in t.user_attrs  # its weights stay for export
+
+
+def test_a_trial_that_ran_all_its_epochs_when_the_deadline_passed_is_complete(setup):
+    make_study, objective, *_ = setup
+    objective.space = dataclasses.replace(SPACE, epochs=1)
+    objective.deadline = 0.0
+    study = make_study()
+    run_trials(study, objective, n_trials=1, catch=(TrialFailed,))
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert "partial" not in study.trials[0].user_attrs
 
 
 def test_the_pruner_sees_the_best_score_so_far(setup):
