@@ -21,6 +21,7 @@ from cli.common import EXIT_USAGE, HelpFormatter, fail, setup_logging
 from cli.loading import load_or_fail
 from data.cache import default_cache_dir
 from model import PROB_NAMES, CheckpointError
+from model.ensemble import summary
 from model.fileio import atomic_write
 from training.device import DeviceError, resolve_device
 from training.scoring import graded_table, predict_set, score
@@ -91,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if data is None:
         return EXIT_USAGE
     meta = net.meta
-    print(f"model   {args.model}: {meta.get('task')} head, {len(net.cfg.channels)} channels "
-          f"({', '.join(net.cfg.channels)}) at {net.cfg.input_size} px"
+    print(f"model   {args.model}: {summary(net)}"
           + (f", study {meta['study']} trial {meta['trial']}" if "study" in meta else ""))
     print(f"data    {len(data)} erasers from {data.source}"
           + (f", labels {', '.join(data.label_files)}" if data.label_files else ", no labels"))

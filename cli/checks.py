@@ -82,6 +82,18 @@ def bad_number(rules: Iterable[Rule]) -> str | None:
     return None
 
 
+def pool_size(value: str) -> int | None:
+    """A ``K|off`` flag (``export_best.py --ensemble``): ``off`` is 0, a whole number >= 0
+    is itself, anything else None (the caller says what is wrong)."""
+    if value.strip().lower() == "off":
+        return 0
+    try:
+        pool = int(value)
+    except ValueError:
+        return None
+    return pool if pool >= 0 else None
+
+
 def _existing_ancestor(path: Path) -> Path:
     p = path.absolute()
     while not p.exists() and p != p.parent:

@@ -1,5 +1,6 @@
 """The network and its file formats: eraser input format, CNN config and builder, losses,
-metrics, the ``.pth`` checkpoint, loading for inference, ONNX.
+metrics, the ``.pth`` checkpoint (one network or an ensemble), loading for inference, ONNX and
+``.pt2``.
 
 The ground floor of the project: pure torch/numpy/scikit-learn, importing neither optuna nor
 any other project package. Names are imported lazily (PEP 562): ``data`` imports
@@ -54,6 +55,8 @@ _EXPORTS = {
     "load": "model.checkpoint",
     "load_checkpoint": "model.checkpoint",
     "make_checkpoint": "model.checkpoint",
+    "make_ensemble_checkpoint": "model.checkpoint",
+    "EnsembleModel": "model.ensemble",
     "model_from_checkpoint": "model.checkpoint",
     "save_checkpoint": "model.checkpoint",
     "OnnxCheck": "model.onnx",
@@ -62,6 +65,9 @@ _EXPORTS = {
     "export_onnx": "model.onnx",
     "onnx_session": "model.onnx",
     "run_onnx": "model.onnx",
+    "Pt2ExportError": "model.pt2",
+    "export_pt2": "model.pt2",
+    "load_pt2": "model.pt2",
 }
 
 __all__ = [
@@ -77,9 +83,11 @@ __all__ = [
     "BackboneConfig",
     "CNNConfig",
     "CheckpointError",
+    "EnsembleModel",
     "InspectionModel",
     "OnnxCheck",
     "OnnxExportError",
+    "Pt2ExportError",
     "ThresholdPolicy",
     "WeightFinder",
     "WeightsError",
@@ -95,10 +103,13 @@ __all__ = [
     "describe",
     "evaluate",
     "export_onnx",
+    "export_pt2",
     "load",
     "load_checkpoint",
     "load_pretrained",
+    "load_pt2",
     "make_checkpoint",
+    "make_ensemble_checkpoint",
     "make_loss",
     "model_from_checkpoint",
     "onnx_session",
@@ -131,10 +142,12 @@ if TYPE_CHECKING:  # static analysers see the real names
         load,
         load_checkpoint,
         make_checkpoint,
+        make_ensemble_checkpoint,
         model_from_checkpoint,
         save_checkpoint,
     )
     from model.config import TASKS, BackboneConfig, CNNConfig, arch_from_dict
+    from model.ensemble import EnsembleModel
     from model.inference import InspectionModel, predict
     from model.losses import class_weight_from_targets, make_loss, pos_weight_from_targets
     from model.metrics import (
@@ -159,3 +172,4 @@ if TYPE_CHECKING:  # static analysers see the real names
     )
     from model.preprocess import preprocess_raw, resize, resize_uint8
     from model.pretrained import WeightFinder, WeightsError, load_pretrained
+    from model.pt2 import Pt2ExportError, export_pt2, load_pt2

@@ -25,6 +25,7 @@ from torch import nn
 
 from .channels import CHANNELS
 from .config import ArchConfig, arch_from_dict
+from .ensemble import EnsembleModel
 from .fileio import atomic_path
 from .inference import InspectionModel
 from .metrics import GRADED, PROB_NAMES, ThresholdPolicy
@@ -33,7 +34,12 @@ from .net import build_model
 log = logging.getLogger(__name__)
 
 FORMAT = "milan-eraser-cnn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest format this code reads: 1, one network; 2, an ensemble (``kind``), whose
+``members`` are format-1 checkpoints. A single model is still written as 1, so older code
+keeps loading it, and refuses an ensemble with "update the code" rather than misreading it."""
+SINGLE_VERSION = 1
+ENSEMBLE = "ensemble"
 DEFAULT_SOURCE_SIZE = 310
 
 RESERVED_KEYS = frozenset(
@@ -54,9 +60,13 @@ RESERVED_KEYS = frozenset(
         "val_metrics",
         "versions",
         "created",
+        "kind",
+        "members",
+        "member_weights",
     }
 )
 REQUIRED_KEYS = ("arch", "state_dict", "normalization", "thresholds")
+ENSEMBLE_KEYS = ("members", "member_weights", "thresholds")
 VERSIONED_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "optuna", "kornia",
                       "timm")
 
@@ -160,7 +170,7 @@ def make_checkpoint(
     }
     ckpt: dict[str, Any] = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": SINGLE_VERSION,
         "arch": cfg.to_dict(),
         "state_dict": state_dict,
         "task": cfg.task,
@@ -171,6 +181,53 @@ def make_checkpoint(
         "input_size": cfg.input_size,
         "source_size": DEFAULT_SOURCE_SIZE,
         "normalization": {"mean": mean_l, "std": std_l},
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+        "threshold_policy": threshold_policy,
+        "val_metrics": dict(metrics),
+    }
+    ckpt.update(meta)
+    ckpt["versions"] = package_versions()
+    ckpt["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return _plain(ckpt, "checkpoint")
+
+
+def make_ensemble_checkpoint(
+    members: list[dict[str, Any]],
+    weights: list[float],
+    *,
+    thresholds: dict[str, float],
+    threshold_policy: ThresholdPolicy | dict[str, Any],
+    metrics: dict[str, float],
+    **meta: Any,
+) -> dict[str, Any]:
+    """The checkpoint of an ensemble of single-model checkpoints ``members`` (each keeps its
+    own arch, weights and normalisation) averaged with ``weights``; ``thresholds`` and
+    ``metrics`` are the ensemble's own, on its averaged validation probabilities."""
+    clash = sorted(RESERVED_KEYS & set(meta))
+    if clash:
+        raise ValueError(f"make_ensemble_checkpoint: meta key(s) {clash} are reserved")
+    if not members or len(members) != len(weights):
+        raise ValueError(f"make_ensemble_checkpoint: {len(members)} members, "
+                         f"{len(weights)} weights")
+    if any(m.get("kind") == ENSEMBLE for m in members):
+        raise ValueError("make_ensemble_checkpoint: a member cannot be an ensemble itself")
+    missing = [n for n in PROB_NAMES if n not in thresholds]
+    if missing:
+        raise ValueError(f"make_ensemble_checkpoint: thresholds lack {missing}")
+    if isinstance(threshold_policy, ThresholdPolicy):
+        threshold_policy = threshold_policy.to_dict()
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": ENSEMBLE,
+        # a member's provenance is the ensemble's: no copies of versions and dates in each
+        "members": [{k: v for k, v in m.items() if k not in ("versions", "created")}
+                    for m in members],
+        "member_weights": [float(w) for w in weights],
+        "class_names": list(GRADED),
+        "prob_names": list(PROB_NAMES),
+        "source_channels": list(CHANNELS),
+        "source_size": members[0].get("source_size", DEFAULT_SOURCE_SIZE),
         "thresholds": {k: float(v) for k, v in thresholds.items()},
         "threshold_policy": threshold_policy,
         "val_metrics": dict(metrics),
@@ -239,10 +296,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"Model file {path} has format version {version!r}, newer than this code "
             f"understands ({FORMAT_VERSION}). Update the project code to load it."
         )
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
+    problem = _structure_problem(ckpt)
+    if problem:
         raise CheckpointError(
-            f"Model file {path} is incomplete: it lacks {missing}. Re-export the model with "
+            f"Model file {path} is incomplete: {problem}. Re-export the model with "
             "export_best.py."
         )
     tta = ckpt.get("tta")
@@ -258,6 +315,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 f"({', '.join(PROB_NAMES)}). Re-export the model with export_best.py."
             )
     return ckpt
+
+
+def _structure_problem(ckpt: dict[str, Any]) -> str | None:
+    if ckpt.get("kind") != ENSEMBLE:
+        missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+        return f"it lacks {missing}" if missing else None
+    missing = [k for k in ENSEMBLE_KEYS if k not in ckpt]
+    if missing:
+        return f"the ensemble lacks {missing}"
+    members, weights = ckpt["members"], ckpt["member_weights"]
+    if not isinstance(members, list) or not members or not isinstance(weights, list) \
+            or len(weights) != len(members):
+        return "the ensemble's members and member_weights do not match"
+    for i, member in enumerate(members):
+        lacking = ([k for k in REQUIRED_KEYS if k not in member] if isinstance(member, dict)
+                   else list(REQUIRED_KEYS))
+        if lacking:
+            return f"ensemble member {i} lacks {lacking}"
+    return None
 
 
 def _thresholds_problem(thresholds: Any) -> str | None:
@@ -286,8 +362,22 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> InspectionModel:
-    """Rebuild the :class:`InspectionModel` of a loaded checkpoint dict (CPU, eval mode)."""
+def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint"
+                          ) -> InspectionModel | EnsembleModel:
+    """Rebuild the model of a loaded checkpoint dict (CPU, eval mode): an
+    :class:`InspectionModel`, or an :class:`~model.ensemble.EnsembleModel` of them."""
+    if ckpt.get("kind") == ENSEMBLE:
+        members = [model_from_checkpoint(m, f"{source} (member {i})")
+                   for i, m in enumerate(ckpt["members"])]
+        try:
+            model = EnsembleModel(members, ckpt["member_weights"], ckpt["thresholds"])
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"Model file {source} holds an unusable ensemble ({e}). "
+                                  "Re-export it with export_best.py.") from e
+        model.meta = {k: v for k, v in ckpt.items() if k != "members"}
+        model.meta["members"] = [{k: v for k, v in m.items() if k != "state_dict"}
+                                 for m in ckpt["members"]]
+        return model.eval()
     try:
         cfg = arch_from_dict(ckpt["arch"])
         net = build_model(cfg)
@@ -303,8 +393,10 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> I
     return model.eval()
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> InspectionModel:
-    """One call from a ``.pth`` to a ready-to-run model (eval mode, on ``device``).
+def load(path: str | os.PathLike, device: str | torch.device = "cpu"
+         ) -> InspectionModel | EnsembleModel:
+    """One call from a ``.pth`` to a ready-to-run model (eval mode, on ``device``): a single
+    network or an ensemble, both taking raw erasers and giving the same outputs.
 
     ``device`` may be ``"auto"`` (CUDA when available). The result has ``.meta`` (the
     checkpoint minus ``state_dict``) and ``.thresholds``.

@@ -226,3 +226,41 @@ def evaluate(
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """2x2 counts ``[[tn, fp], [fn, tp]]`` (sklearn layout), even if a class is absent."""
     return confusion_matrix(np.asarray(y_true).ravel(), np.asarray(y_pred).ravel(), labels=[0, 1])
+
+
+SCORES: tuple[str, ...] = ("graded_ap", "defect_ap", "graded_f1")
+"""The study metrics :func:`score` computes (what ``run_study.py --metric`` offers)."""
+
+
+def _curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at each distinct threshold, highest first (no end point)."""
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]  # the last row of each tie
+    tps = np.cumsum(y)[last]
+    return tps / (last + 1), tps / tps[-1]
+
+
+def score(probs: np.ndarray, targets: np.ndarray, metric: str = "graded_ap") -> float:
+    """One study metric (:data:`SCORES`) of ``probs``, equal to :func:`evaluate`'s (F1 at
+    the thresholds of the best F1 on these data) but about 100x faster: for loops that score
+    thousands of blends and resamples (ensemble selection, bootstrap)."""
+    if metric not in SCORES:
+        raise ValueError(f"score: metric {metric!r} is not one of {list(SCORES)}")
+    p = _as_probs(probs)
+    truth = targets_to_truth(targets)
+    columns = [PROB_NAMES.index("defect")] if metric == "defect_ap" else range(len(GRADED))
+    values = []
+    for i in columns:
+        y = truth[:, i]
+        if y.size == 0 or not y.any():
+            continue  # undefined without a positive, as in evaluate
+        precision, recall = _curve(y, p[:, i])
+        if metric.endswith("_ap"):
+            values.append(float(np.sum(np.diff(recall, prepend=0.0) * precision)))
+        else:
+            denom = precision + recall
+            f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom),
+                           where=denom > 0)
+            values.append(float(f1.max()))
+    return float(np.mean(values)) if values else float("nan")

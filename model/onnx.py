@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .channels import CHANNELS
+from .ensemble import EnsembleModel, parts
 from .fileio import atomic_path
 from .inference import InspectionModel
 from .metrics import GRADED
@@ -72,14 +73,18 @@ class OnnxCheck:
         return bool(self.max_diff <= self.tolerance)
 
 
-def onnx_metadata(model: InspectionModel) -> dict[str, str]:
+def onnx_metadata(model: InspectionModel | EnsembleModel) -> dict[str, str]:
     """String metadata for the ONNX file: I/O contract, thresholds and provenance (JSON)."""
     meta = dict(model.meta)
-    meta.setdefault("task", model.cfg.task)
-    meta.setdefault("channels", list(model.cfg.channels))
-    meta.setdefault("input_size", model.cfg.input_size)
+    if isinstance(model, EnsembleModel):
+        meta["members"] = [{"weight": w, "task": m.cfg.task, "channels": list(m.cfg.channels),
+                            "input_size": m.cfg.input_size} for m, w in model.parts]
+    else:
+        meta.setdefault("task", model.cfg.task)
+        meta.setdefault("channels", list(model.cfg.channels))
+        meta.setdefault("input_size", model.cfg.input_size)
     meta["thresholds"] = dict(model.thresholds)
-    out = {key: json.dumps(meta[key]) for key in META_KEYS if key in meta}
+    out = {key: json.dumps(meta[key]) for key in (*META_KEYS, "members") if key in meta}
     out.update(
         input=json.dumps({"name": INPUT_NAME, "dtype": "uint8",
                           "shape": ["batch", "height", "width", len(CHANNELS)],
@@ -90,7 +95,7 @@ def onnx_metadata(model: InspectionModel) -> dict[str, str]:
     return out
 
 
-def export_onnx(model: InspectionModel, path: str | os.PathLike, *,
+def export_onnx(model: InspectionModel | EnsembleModel, path: str | os.PathLike, *,
                 example_size: int | None = None) -> Path:
     """Write ``model`` as an ONNX graph on raw ``uint8 (B, H, W, 6)`` erasers to ``path``.
 
@@ -103,15 +108,7 @@ def export_onnx(model: InspectionModel, path: str | os.PathLike, *,
 
     path = Path(path)
     net = copy.deepcopy(model).to("cpu").eval()  # never touch the caller's module or device
-    size = int(example_size or model.meta.get("source_size") or DEFAULT_SOURCE_SIZE)
-    if size == model.cfg.input_size:
-        # At exactly input_size the PyTorch path skips the resize and the trace would keep it
-        # out of the graph; trace at another size so the graph resizes whatever it is fed
-        # (a same-size antialiased resize is the identity, so nothing changes at that size).
-        size += 2
-    example = torch.from_numpy(random_images(2, size, seed=0))
-    dims = {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("height", min=2),
-            2: torch.export.Dim("width", min=2)}
+    example, dims = trace_input(model, example_size)
     try:
         program = torch.onnx.export(
             net, (example,), dynamo=True, input_names=[INPUT_NAME],
@@ -135,6 +132,24 @@ def export_onnx(model: InspectionModel, path: str | os.PathLike, *,
     return path
 
 
+def trace_input(model: InspectionModel | EnsembleModel, size: int | None = None
+                ) -> tuple[torch.Tensor, dict[int, Any]]:
+    """The example raw batch and dynamic dimensions that ONNX and ``torch.export`` trace with.
+
+    ``size``: the side of the example (default: the checkpoint's ``source_size``, else 310).
+    At exactly a network's ``input_size`` the PyTorch path skips the resize and the trace
+    would leave it out of the graph; the example is moved off every member's input size so
+    the graph resizes whatever it is fed (a same-size antialiased resize is the identity, so
+    nothing changes at that size).
+    """
+    size = int(size or model.meta.get("source_size") or DEFAULT_SOURCE_SIZE)
+    while size in {m.cfg.input_size for m, _ in parts(model)}:
+        size += 2
+    dims = {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("height", min=2),
+            2: torch.export.Dim("width", min=2)}
+    return torch.from_numpy(random_images(2, size, seed=0)), dims
+
+
 def onnx_session(path: str | os.PathLike) -> Any:
     """An onnxruntime CPU ``InferenceSession`` for ``path`` (:class:`OnnxExportError` if not)."""
     import onnxruntime as ort
@@ -154,7 +169,7 @@ def run_onnx(session: Any, images: np.ndarray,
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
-def run_torch(model: InspectionModel, images: np.ndarray,
+def run_torch(model: InspectionModel | EnsembleModel, images: np.ndarray,
               batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """The same two outputs from the PyTorch model (eval mode, float32, its own device)."""
     was_training = model.training
@@ -171,7 +186,7 @@ def run_torch(model: InspectionModel, images: np.ndarray,
     return np.concatenate(classes), np.concatenate(defect)
 
 
-def compare_onnx(model: InspectionModel, session: Any, images: np.ndarray, *,
+def compare_onnx(model: InspectionModel | EnsembleModel, session: Any, images: np.ndarray, *,
                  name: str = "inputs", tolerance: float = DEFAULT_TOLERANCE,
                  batch_size: int = 32) -> OnnxCheck:
     """Max |onnxruntime - PyTorch| over both outputs for raw ``uint8 (N, H, W, 6)`` images."""

@@ -54,9 +54,11 @@ def resize(x: Tensor, size: int) -> Tensor:
     bits and the rounding to grey levels never depends on the library. (A plain
     ``F.interpolate`` left values within float error of a rounding boundary, where PyTorch and
     onnxruntime rounded apart by a grey level: 5e-4 on the probabilities of real erasers.)
-    A no-op (no rounding) when the image already has that size.
+    A no-op (no rounding) when the image already has that size; an exported graph
+    (ONNX, ``.pt2``) always resizes instead, since at the same size the weights are the
+    identity, and a branch on the input's size would tie the graph to one size.
     """
-    if x.shape[-2] == size and x.shape[-1] == size:
+    if not torch.compiler.is_exporting() and x.shape[-2] == size and x.shape[-1] == size:
         return x
     rows = resize_weights(x.shape[-2], size, x.device).to(x.dtype)
     cols = resize_weights(x.shape[-1], size, x.device).to(x.dtype)

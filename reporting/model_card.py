@@ -15,8 +15,10 @@ from typing import Any
 
 from data.kinds import KIND_WORDS, MIN_TO_LEARN
 from model import GRADED, OnnxCheck, describe
+from model.checkpoint import ENSEMBLE
 from model.config import arch_from_dict
 from model.onnx import INPUT_NAME, OUTPUT_NAMES
+from model.pt2 import META_FILE
 
 CARD_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # added to the checkpoint's versions
 ROWS = (*GRADED, "defect")
@@ -49,20 +51,35 @@ def _versions(ckpt: dict, onnx: bool) -> dict[str, str]:
     return versions
 
 
-# Long but linear (about 140 lines): the card's sections in the order they appear, each a few
+def _members(ckpt: dict) -> list[dict]:
+    """The single-network checkpoints a model is made of: itself, or an ensemble's members."""
+    return ckpt["members"] if ckpt.get("kind") == ENSEMBLE else [ckpt]
+
+
+# Long but linear (about 150 lines): the card's sections in the order they appear, each a few
 # lines of markdown; splitting it would only scatter one document over many functions.
-def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
-               onnx_checks: Sequence[OnnxCheck] = ()) -> str:
-    """Markdown describing the export ``pth`` (and ``onnx``) made from checkpoint ``ckpt``."""
+def model_card(ckpt: dict, pth: Path, *,
+               standalone: Sequence[tuple[Path, Sequence[OnnxCheck]]] = ()) -> str:
+    """Markdown describing the export ``pth`` made from checkpoint ``ckpt``, and the files
+    next to it that run without this repository (``.pt2``, ``.onnx``) with their checks
+    against PyTorch."""
     group = ckpt.get("group", pth.stem)
-    cfg = arch_from_dict(ckpt["arch"])
+    members = _members(ckpt)
+    ensemble = ckpt.get("ensemble") if ckpt.get("kind") == ENSEMBLE else None
+    cfgs = [arch_from_dict(m["arch"]) for m in members]
+    cfg = cfgs[0]
+    files = {path.suffix: (path, checks) for path, checks in standalone}
     val = ckpt.get("val_metrics", {})
     thresholds = ckpt.get("thresholds", {})
     policy = ckpt.get("threshold_policy", {})
     refit = ckpt.get("retrained")
     lines = [f"# {group}: MILAN eraser inspection model", ""]
     origin = f"study `{ckpt.get('study')}`, trial {ckpt.get('trial')}"
-    metric = ckpt.get("train_config", {}).get("metric", "score")
+    if ensemble:
+        origin = (f"study `{ckpt.get('study')}`: an ensemble of trials "
+                  + ", ".join(str(t) for t in ensemble["trials"]))
+    metric = (ensemble or {}).get("metric") or members[0].get("train_config", {}).get(
+        "metric", "score")
     lines += [f"Exported {ckpt.get('exported', ckpt.get('created'))} from {origin}"
               + (f" (validation {metric} {_fmt(ckpt['value'])})" if "value" in ckpt else "")
               + "."]
@@ -84,25 +101,45 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
 
     lines += ["", "## Files", "", "| file | sha256 |", "|---|---|",
               f"| `{pth.name}` | `{_sha256(pth)}` |"]
-    if onnx is not None:
-        lines.append(f"| `{onnx.name}` | `{_sha256(onnx)}` |")
+    lines += [f"| `{path.name}` | `{_sha256(path)}` |" for path, _ in standalone]
 
     lines += ["", "## Data", "",
               f"- data hash `{ckpt.get('data_hash', 'unknown')}`",
-              f"- split hash `{ckpt.get('split_hash', 'unknown')}`",
-              f"- erasers of {ckpt.get('source_size', 310)} px, channels used: "
-              f"{', '.join(cfg.channels)}; the network sees {cfg.input_size} px",
-              f"- normalisation (per used channel, [0, 1] units): mean "
-              f"{_fmt([round(v, 4) for v in ckpt['normalization']['mean']])}, std "
-              f"{_fmt([round(v, 4) for v in ckpt['normalization']['std']])}"]
+              f"- split hash `{ckpt.get('split_hash', 'unknown')}`"]
+    for m, c in zip(members, cfgs, strict=True):
+        whose = f"trial {m.get('trial')}: " if ensemble else ""
+        lines += [f"- {whose}erasers of {ckpt.get('source_size', 310)} px, channels used: "
+                  f"{', '.join(c.channels)}; the network sees {c.input_size} px; "
+                  "normalisation (per used channel, [0, 1] units): mean "
+                  f"{_fmt([round(v, 4) for v in m['normalization']['mean']])}, std "
+                  f"{_fmt([round(v, 4) for v in m['normalization']['std']])}"]
 
-    lines += ["", "## Model", "", f"{describe(cfg)}; `{cfg.task}` head."]
-    if "best_epoch" in ckpt:
-        lines.append(f"Weights of epoch {ckpt['best_epoch']} of {ckpt.get('epochs_run')}.")
-    params = ckpt.get("params", {})
-    if params:
-        lines += ["", "| hyperparameter | value |", "|---|---|"]
-        lines += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(params.items())]
+    lines += ["", "## Model", ""]
+    if ensemble:
+        lines += [f"**An ensemble of {len(members)} trials**: the weighted mean of their "
+                  "probabilities. It was chosen by greedy ensemble selection (Caruana et al. "
+                  f"2004) from the {ensemble['pool']} best trials on validation, and ships "
+                  "because its gain over the single best trial, cross-fitted (each validation "
+                  "eraser scored by a blend chosen without it), "
+                  f"{ensemble['honest'] - ensemble['single']:+.4f} {metric}, exceeds the noise "
+                  f"of that gain on the validation split ({_fmt(ensemble['noise'])}, "
+                  "bootstrap standard deviation).", "",
+                  "| trial | weight | architecture | head | epoch | validation " + metric + " |",
+                  "|---|---|---|---|---|---|"]
+        for m, c, w in zip(members, cfgs, ckpt["member_weights"], strict=True):
+            lines.append(f"| {m.get('trial')} | {w:.2f} | {describe(c)} | `{c.task}` | "
+                         f"{m.get('best_epoch', '')} of {m.get('epochs_run', '')} | "
+                         f"{_fmt(m.get('value', m.get('val_metrics', {}).get(metric)))} |")
+        lines += ["", "Each member's hyperparameters are in the `.pth` "
+                  "(`members[i]['params']`)."]
+    else:
+        lines.append(f"{describe(cfg)}; `{cfg.task}` head.")
+        if "best_epoch" in ckpt:
+            lines.append(f"Weights of epoch {ckpt['best_epoch']} of {ckpt.get('epochs_run')}.")
+        params = ckpt.get("params", {})
+        if params:
+            lines += ["", "| hyperparameter | value |", "|---|---|"]
+            lines += [f"| `{k}` | {_fmt(v)} |" for k, v in sorted(params.items())]
 
     test = ckpt.get("test_metrics")
     lines += ["", "## Validation and test metrics" if test else "## Validation metrics", ""]
@@ -132,6 +169,19 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
                   "split aside (`run_study.py --test-fraction`)."]
     else:
         lines.append("None recorded.")
+    if ensemble:
+        single_val = ensemble.get("single_val_metrics", {})
+        single_test = ensemble.get("single_test_metrics")
+        lines += ["", "Single best trial and the shipped ensemble side by side:", "",
+                  "| | validation AUC-PR (graded) | validation F1 (graded)"
+                  + (" | test AUC-PR (graded) | test F1 (graded) |" if single_test else " |"),
+                  "|---|---|---" + ("|---|---|" if single_test else "|")]
+        for name, v, t in ((f"trial {ckpt.get('trial')} alone", single_val, single_test),
+                           ("ensemble (shipped)", val, test)):
+            lines.append(f"| {name} | {_fmt(v.get('graded_ap', math.nan))} | "
+                         f"{_fmt(v.get('graded_f1', math.nan))} |"
+                         + (f" {_fmt(t.get('graded_ap', math.nan))} | "
+                            f"{_fmt(t.get('graded_f1', math.nan))} |" if single_test else ""))
 
     kind = policy.get("kind", "max_f1")
     rule = ("the cut point with the best F1" if kind == "max_f1" else
@@ -160,22 +210,26 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
     else:
         lines.append("Not measured (exported without verification).")
 
-    if onnx is not None:
-        lines += ["", "## ONNX", "",
-                  f"- input `{INPUT_NAME}`: `uint8 (batch, height, width, 6)`, the raw arrays "
-                  "as delivered (channels GRAY, AM, G, R, W, NORMAL); channel selection, "
-                  "resizing and normalisation happen inside the graph",
+    if files:
+        lines += ["", "## Without this repository", "",
+                  "The files below hold the whole graded model, preprocessing included:",
+                  "- input: `uint8 (batch, height, width, 6)`, the raw arrays as delivered "
+                  "(channels GRAY, AM, G, R, W, NORMAL); channel selection, resizing and "
+                  "normalisation happen inside",
                   f"- output `{OUTPUT_NAMES[0]}`: `float32 (batch, 3)`, {', '.join(GRADED)}",
                   f"- output `{OUTPUT_NAMES[1]}`: `float32 (batch,)`",
-                  "- batch, height and width are dynamic; thresholds and provenance are in the "
-                  "model metadata"]
-        for c in onnx_checks:
-            lines.append(f"- checked against PyTorch with onnxruntime on {c.n} {c.name} "
-                         f"erasers ({c.size} px): max |difference| {c.max_diff:.2g} "
-                         f"(tolerance {c.tolerance:.0e})")
+                  "- batch, height and width are dynamic; thresholds and provenance ride along "
+                  f"(`{META_FILE}` inside the `.pt2`, the ONNX model metadata)"]
+        runtimes = {".pt2": "torch.export (PyTorch alone)", ".onnx": "onnxruntime"}
+        for suffix, (path, checks) in files.items():
+            for c in checks:
+                lines.append(f"- `{path.name}` checked against the `.pth` with "
+                             f"{runtimes.get(suffix, suffix)} on {c.n} {c.name} erasers "
+                             f"({c.size} px): max |difference| {c.max_diff:.2g} "
+                             f"(tolerance {c.tolerance:.0e})")
 
     lines += ["", "## Versions", "", ", ".join(
-        f"{k} {v}" for k, v in _versions(ckpt, onnx is not None).items())]
+        f"{k} {v}" for k, v in _versions(ckpt, ".onnx" in files).items())]
 
     source = ckpt.get("source_size", 310)
     lines += ["", "## Loading", "",
@@ -186,12 +240,22 @@ def model_card(ckpt: dict, pth: Path, *, onnx: Path | None = None,
               "probs = model.predict(m, images)  # (N, 4): print, physical, no defect, defect",
               "```", "", "With nothing but torch (the plain dict):", "", "```python",
               "import torch", f"ckpt = torch.load({pth.name!r}, weights_only=True)",
-              "weights, arch, thresholds = ckpt['state_dict'], ckpt['arch'], ckpt['thresholds']",
+              ("members = ckpt['members']  # each: state_dict, arch, normalization"
+               if ensemble else
+               "weights, arch, thresholds = ckpt['state_dict'], ckpt['arch'], ckpt['thresholds']"),
               "```"]
-    if onnx is not None:
+    if ".pt2" in files:
+        name = files[".pt2"][0].name
+        lines += ["", "With nothing but torch, ready to run:", "", "```python",
+                  "import torch",
+                  f"run = torch.export.load({name!r}).module()",
+                  "class_probs, defect_prob = run(torch.from_numpy(images))",
+                  "```"]
+    if ".onnx" in files:
+        name = files[".onnx"][0].name
         lines += ["", "With nothing but onnxruntime:", "", "```python",
                   "import onnxruntime as ort",
-                  f"session = ort.InferenceSession({onnx.name!r}, "
+                  f"session = ort.InferenceSession({name!r}, "
                   "providers=['CPUExecutionProvider'])",
                   f"class_probs, defect_prob = session.run(None, {{{INPUT_NAME!r}: images}})",
                   "```"]

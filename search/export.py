@@ -4,11 +4,13 @@ Nothing is retrained: every finished trial kept its checkpoint as an Optuna arti
 downloads it, stamps it with the group and study, checks that it loads under
 ``weights_only=True`` and still scores the trial's validation metric on the study's own
 split, and only then moves it into place. :func:`export_trial` is the whole export as
-``export_best.py`` runs it (thresholds, test-time augmentation, refit, ONNX, model card).
+``export_best.py`` runs it (ensemble of the best trials, thresholds, test-time augmentation,
+refit, ONNX and ``.pt2``, model card).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -30,9 +32,13 @@ from data import DataError, EraserSet, Split, format_problems, load_data, make_s
 from data.dataset import USE_DEFAULT_CACHE
 from data.pipeline import TrainData
 from model.checkpoint import RESERVED_KEYS
+from model.ensemble import EnsembleModel
 from model.fileio import write_text
+from model.metrics import score as metric_score
 from model.onnx import DEFAULT_TOLERANCE, random_images
 from model.pretrained import WeightFinder, WeightsError
+from model.pt2 import Pt2ExportError, compare_pt2, export_pt2, load_pt2
+from search.ensemble import DEFAULT_POOL, EnsembleChoice, blend, choose_ensemble
 from search.space import trial_config
 from search.study import StudyError
 from training.loop import EpochReport, NonFiniteLossError, TrainResult, train
@@ -308,9 +314,11 @@ def refit_checkpoint(result: TrainResult, ckpt: dict, n_erasers: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # the whole export, as export_best.py runs it
 
-ONNX_SAMPLES = 256  # validation erasers the ONNX file is checked on (raw, full size)
+ONNX_SAMPLES = 256  # validation erasers the ONNX and .pt2 files are checked on (raw, full size)
 Say = Callable[[str, str], None]  # (tag, message): a line of progress for the user
-CardWriter = Callable[[dict, Path, Path | None, list[model_lib.OnnxCheck]], str]
+Standalone = tuple[Path, list[model_lib.OnnxCheck]]  # a file that runs without this repository
+CardWriter = Callable[[dict, Path, list[Standalone]], str]
+Shipped = model_lib.InspectionModel | EnsembleModel
 
 
 class ExportError(Exception):
@@ -331,8 +339,10 @@ class ExportOptions:
     retrain_full: bool = False
     device: str | torch.device = "cpu"
     onnx: bool = False
+    pt2: bool = True
     onnx_tolerance: float = DEFAULT_TOLERANCE
     weights: WeightFinder | None = None  # a pretrained backbone's ImageNet weights (refit)
+    ensemble: int = DEFAULT_POOL  # the best trials an ensemble is chosen from; < 2: none
 
 
 @dataclass
@@ -340,16 +350,18 @@ class Exported:
     """The files written (the ``.pth`` first) and the model as a user loads it back."""
 
     paths: list[Path]
-    net: model_lib.InspectionModel
-    onnx_checks: list[model_lib.OnnxCheck]
+    net: Shipped
+    standalone: list[Standalone]
 
 
 def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, opts: ExportOptions, *,
                  card: CardWriter, say: Say = lambda tag, message: None,
                  on_refit_epoch: Callable[[EpochReport], None] | None = None) -> Exported:
-    """Export ``trial`` to ``<group>.pth`` (and ``.onnx``) plus its model card in
-    ``opts.out_dir``: everything is staged in a temporary folder there and moved into place
-    only once every check passed (the ``.pth`` last). Raises :class:`ExportError`."""
+    """Export ``trial`` (or, when it beats it on validation by more than the noise, an
+    ensemble of the best trials led by it) to ``<group>.pth``, ``.pt2`` (and ``.onnx``) plus
+    its model card in ``opts.out_dir``: everything is staged in a temporary folder there and
+    moved into place only once every check passed (the ``.pth`` last). Raises
+    :class:`ExportError`."""
     metric = study.user_attrs.get("space", {}).get("metric", "graded_ap")
     try:
         ckpt = stamp(fetch_checkpoint(trial, opts.artifact_dir), group=opts.group, study=study,
@@ -375,22 +387,33 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, opts: Exp
                 say("test", f"{test['n']} erasers the study never used: graded AUC-PR "
                     f"{test.get('graded_ap', math.nan):.4f}, defect AUC-PR "
                     f"{test.get('defect_ap', math.nan):.4f}, graded F1 "
-                    f"{test.get('graded_f1', math.nan):.4f} at the shipped thresholds")
+                    f"{test.get('graded_f1', math.nan):.4f} at the shipped thresholds"
+                    + _single_test(ckpt))
         files = [staged]
-        checks: list[model_lib.OnnxCheck] = []
-        if opts.onnx:
-            onnx_path, checks = _onnx(net, Path(tmp) / f"{opts.group}.onnx", samples,
-                                      int(ckpt.get("source_size", 310)), opts.onnx_tolerance,
-                                      say)
-            files.append(onnx_path)
-        text = card(ckpt, staged, files[1] if opts.onnx else None, checks)
+        standalone: list[Standalone] = []
+        for fmt in [f for f in FORMATS if getattr(opts, f.option)]:
+            standalone.append(_standalone(fmt, net, Path(tmp) / f"{opts.group}{fmt.suffix}",
+                                          samples, int(ckpt.get("source_size", 310)),
+                                          opts.onnx_tolerance, say))
+            files.append(standalone[-1][0])
+        text = card(ckpt, staged, standalone)
         files.append(write_text(Path(tmp) / f"{opts.group}.md", text))
         for path in files[::-1]:  # the .pth last: it is the one that counts
             os.replace(path, opts.out_dir / path.name)
-    return Exported(paths=[opts.out_dir / p.name for p in files], net=net, onnx_checks=checks)
+    return Exported(paths=[opts.out_dir / p.name for p in files], net=net,
+                    standalone=[(opts.out_dir / p.name, c) for p, c in standalone])
 
 
-def _stage(ckpt: dict, path: Path) -> model_lib.InspectionModel:
+def _single_test(ckpt: dict) -> str:
+    """``; single best ...`` when an ensemble ships: the two side by side."""
+    single = ckpt.get("ensemble", {}).get("single_test_metrics")
+    if not single:
+        return ""
+    return (f" (the single best trial alone: graded AUC-PR {single.get('graded_ap', math.nan):.4f}"
+            f", defect AUC-PR {single.get('defect_ap', math.nan):.4f})")
+
+
+def _stage(ckpt: dict, path: Path) -> Shipped:
     """Save ``ckpt`` to ``path`` and load it back the way a user would (weights_only=True)."""
     try:
         return model_lib.load(model_lib.save_checkpoint(ckpt, path))
@@ -403,13 +426,13 @@ def _verified(ckpt: dict, net: model_lib.InspectionModel, study: optuna.Study,
               on_refit_epoch: Callable[[EpochReport], None] | None
               ) -> tuple[dict, np.ndarray | None, EraserSet, Split]:
     """Re-score the staged model on the study's validation split, then the steps that need
-    those predictions: thresholds, TTA, refit, ONNX samples."""
+    those predictions: ensemble, thresholds, TTA, refit, ONNX and ``.pt2`` samples."""
     try:
         data, split = study_data(study, opts.data_path, cache_dir=opts.cache_dir)
         check, probs = verify(net, trial, data, split, metric)
     except DataError as exc:
-        raise ExportError(f"the study's data cannot be loaded to verify the export:\n"
-                          f"{format_problems(exc.problems)}\nPass --data, or --no-verify."
+        raise ExportError(f"the study's data cannot be loaded to verify the export:\\n"
+                          f"{format_problems(exc.problems)}\\nPass --data, or --no-verify."
                           ) from None
     except StudyError as exc:
         raise ExportError(f"{exc} Or skip the check with --no-verify.") from None
@@ -421,11 +444,19 @@ def _verified(ckpt: dict, net: model_lib.InspectionModel, study: optuna.Study,
                           "other data?")
     val_ids = split.val_ids()
     targets = validation_targets(data, val_ids)
+    shipped: Shipped = net
+    if opts.ensemble > 1 and not opts.retrain_full:
+        found = _ensemble(ckpt, probs, study, trial, metric, opts, data, val_ids, say)
+        if found is not None:
+            ckpt, shipped, probs = found
+            single = test_metrics(net, data, split)
+            if single is not None:
+                ckpt["ensemble"]["single_test_metrics"] = single
     if opts.min_recall is not None:
         ckpt = apply_policy(ckpt, probs, targets,
                             model_lib.ThresholdPolicy("min_recall", opts.min_recall))
-        net.thresholds = dict(ckpt["thresholds"])
-    ckpt["tta"] = measure_tta(net, data, val_ids, probs, targets,
+        shipped.thresholds = dict(ckpt["thresholds"])
+    ckpt["tta"] = measure_tta(shipped, data, val_ids, probs, targets,
                               model_lib.ThresholdPolicy.from_dict(ckpt["threshold_policy"]))
     tta = ckpt["tta"]
     verdict = ("recommended: predict.py --tta" if tta["recommended"]
@@ -448,36 +479,174 @@ def _verified(ckpt: dict, net: model_lib.InspectionModel, study: optuna.Study,
             "the trial's (no validation set is left to choose them on)")
         ckpt = refit_checkpoint(result, ckpt, n)
     samples = (data.images(None, val_ids[:ONNX_SAMPLES]).transpose(0, 2, 3, 1)
-               if opts.onnx else None)
+               if opts.onnx or opts.pt2 else None)
     return ckpt, samples, data, split
 
 
-def _onnx(net: model_lib.InspectionModel, path: Path, samples: np.ndarray | None,
-          source_size: int, tolerance: float, say: Say
-          ) -> tuple[Path, list[model_lib.OnnxCheck]]:
-    """Export ``net`` to ONNX and check it against PyTorch on random and validation erasers."""
+# ---------------------------------------------------------------------------------------------
+# an ensemble of the best trials
+
+def ensemble_pool(study: optuna.Study, best: optuna.trial.FrozenTrial, size: int
+                  ) -> list[optuna.trial.FrozenTrial]:
+    """``best`` and the next best exportable trials with weights, ``size`` at most."""
+    others = [t for t in study.get_trials(deepcopy=False)
+              if exportable(t) and t.number != best.number and math.isfinite(t.value)
+              and "checkpoint_artifact" in t.user_attrs]
+    others.sort(key=lambda t: t.value, reverse=True)
+    return [best, *others[:max(size - 1, 0)]]
+
+
+def stored_val_probs(trial: optuna.trial.FrozenTrial, artifact_dir: Path,
+                     val_ids: list[str]) -> np.ndarray | None:
+    """The validation probabilities the trial stored at its best epoch, in ``val_ids``
+    order; None when it stored none (older studies) or for other erasers."""
+    artifact_id = trial.user_attrs.get("val_probs_artifact")
+    if artifact_id is None:
+        return None
+    store = FileSystemArtifactStore(str(artifact_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "val_probs.json"
+        try:
+            download_artifact(artifact_store=store, artifact_id=artifact_id,
+                              file_path=str(path))
+            stored = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError, optuna.artifacts.exceptions.ArtifactNotFound):
+            return None
+    if (stored.get("prob_names") != list(model_lib.PROB_NAMES)
+            or sorted(stored.get("ids", [])) != sorted(val_ids)):
+        return None
+    row = {k: i for i, k in enumerate(stored["ids"])}
+    probs = np.asarray(stored["probs"], dtype=np.float64)
+    return probs[[row[k] for k in val_ids]]
+
+
+def _pool_probs(pool: list[optuna.trial.FrozenTrial], best_probs: np.ndarray,
+                artifact_dir: Path, data: EraserSet, val_ids: list[str]) -> list[np.ndarray]:
+    """Validation probabilities of the pool (the best's as just measured): stored by the
+    trial when it did, else predicted with its weights."""
+    out = [np.asarray(best_probs, dtype=np.float64)]
+    for t in pool[1:]:
+        probs = stored_val_probs(t, artifact_dir, val_ids)
+        if probs is None:
+            net = model_lib.model_from_checkpoint(fetch_checkpoint(t, artifact_dir),
+                                                  f"trial {t.number}")
+            probs = predict_set(net, data, val_ids).astype(np.float64)
+        out.append(probs)
+    return out
+
+
+def _ensemble(ckpt: dict, probs: np.ndarray, study: optuna.Study,
+              trial: optuna.trial.FrozenTrial, metric: str, opts: ExportOptions,
+              data: EraserSet, val_ids: list[str], say: Say
+              ) -> tuple[dict, EnsembleModel, np.ndarray] | None:
+    """The ensemble's checkpoint, model and validation probabilities when one beats
+    ``trial`` alone by more than the noise of the validation split; else None."""
+    pool = ensemble_pool(study, trial, opts.ensemble)
+    if len(pool) < 2:
+        return None
+    targets = validation_targets(data, val_ids)
     try:
-        path = model_lib.export_onnx(net, path)
-        session = model_lib.onnx_session(path)
-        checks = [model_lib.compare_onnx(net, session, random_images(4, source_size, seed=1),
-                                         name="random", tolerance=tolerance)]
+        pool_probs = _pool_probs(pool, probs, opts.artifact_dir, data, val_ids)
+    except (StudyError, model_lib.CheckpointError) as exc:
+        say("ensemble", f"skipped: {exc}")
+        return None
+    choice = choose_ensemble(pool_probs, targets, metric)
+    say("ensemble", choice.describe(metric))
+    if not choice.chosen:
+        return None
+    members = [pool[i] for i in choice.members]
+    ckpt = ensemble_checkpoint(ckpt, [fetch_checkpoint(t, opts.artifact_dir) for t in members],
+                               members, choice, metric,
+                               blend(pool_probs, choice.members, choice.weights), targets)
+    ensemble = model_lib.model_from_checkpoint(ckpt, "the ensemble")
+    measured = predict_set(ensemble, data, val_ids)
+    check = metric_score(measured, targets, metric)
+    parts = ", ".join(f"{w:.2f} x trial {t.number}"
+                      for t, w in zip(members, choice.weights, strict=True))
+    say("ensemble", f"{parts}: {metric} {check:.4f} on validation as shipped")
+    if abs(check - choice.score) > TOLERANCE:
+        raise ExportError(f"the ensemble scores {check:.4f} on validation, not the "
+                          f"{choice.score:.4f} it was chosen with; nothing was written. Export "
+                          "the single best with --ensemble off.")
+    return ckpt, ensemble, measured
+
+
+def ensemble_checkpoint(best: dict, members: list[dict], trials: list[optuna.trial.FrozenTrial],
+                        choice: EnsembleChoice, metric: str, probs: np.ndarray,
+                        targets: np.ndarray) -> dict:
+    """The ensemble's checkpoint: the members' own checkpoints, weights, thresholds chosen
+    on the blended validation probabilities with the best trial's policy, and the best's
+    stamp (group, study, data and split hashes)."""
+    policy = model_lib.ThresholdPolicy.from_dict(best["threshold_policy"])
+    thresholds = model_lib.choose_thresholds(probs, targets, policy)
+    keep = ("group", "study", "trial", "exported", "data_hash", "split_hash", "ungradable")
+    meta = {k: best[k] for k in keep if k in best}
+    meta["value"] = choice.score
+    meta["ensemble"] = {
+        "trials": [t.number for t in trials], "weights": list(choice.weights),
+        "metric": metric, "score": choice.score, "honest": choice.honest,
+        "single": choice.single, "noise": choice.noise, "pool": choice.pool,
+        "single_val_metrics": dict(best.get("val_metrics", {})),
+        "partial": {str(t.number): t.user_attrs["partial"] for t in trials
+                    if "partial" in t.user_attrs},
+    }
+    return model_lib.make_ensemble_checkpoint(
+        members, list(choice.weights), thresholds=thresholds, threshold_policy=policy,
+        metrics=model_lib.evaluate(probs, targets, thresholds=thresholds), **meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# the files a grader runs without this repository
+
+@dataclass(frozen=True)
+class _Format:
+    """A stand-alone export: how it is written, opened and compared with PyTorch."""
+
+    suffix: str
+    option: str  # the ExportOptions flag that asks for it
+    runtime: str
+    write: Callable[[Shipped, Path], Path]
+    open: Callable[[Path], object]
+    compare: Callable[..., model_lib.OnnxCheck]
+    errors: tuple[type[Exception], ...]
+    without: str  # how to export without it
+
+
+FORMATS = (
+    _Format(".pt2", "pt2", "torch.export", export_pt2, lambda p: load_pt2(p)[0], compare_pt2,
+            (Pt2ExportError,), "export with --no-pt2 to get the .pth alone"),
+    # looked up at call time: model's names are lazy (PEP 562), and tests replace them
+    _Format(".onnx", "onnx", "onnxruntime", lambda net, p: model_lib.export_onnx(net, p),
+            lambda p: model_lib.onnx_session(p), lambda *a, **k: model_lib.compare_onnx(*a, **k),
+            (model_lib.OnnxExportError,), "export without --onnx to get the .pth alone"),
+)
+
+
+def _standalone(fmt: _Format, net: Shipped, path: Path, samples: np.ndarray | None,
+                source_size: int, tolerance: float, say: Say) -> Standalone:
+    """Export ``net`` in ``fmt`` and check it against PyTorch on random and validation
+    erasers."""
+    try:
+        path = fmt.write(net, path)
+        runner = fmt.open(path)
+        checks = [fmt.compare(net, runner, random_images(4, source_size, seed=1),
+                              name="random", tolerance=tolerance)]
         if samples is not None:
-            checks.append(model_lib.compare_onnx(net, session, samples, name="validation",
-                                                 tolerance=tolerance))
-    except model_lib.OnnxExportError as exc:
-        raise ExportError(f"the ONNX export failed: {exc}. Nothing was written; export "
-                          "without --onnx to get the .pth alone.") from None
+            checks.append(fmt.compare(net, runner, samples, name="validation",
+                                      tolerance=tolerance))
+    except fmt.errors as exc:
+        raise ExportError(f"the {fmt.suffix} export failed: {exc}. Nothing was written; "
+                          f"{fmt.without}.") from None
     for c in checks:
-        say("onnx", f"{c.n} {c.name} erasers ({c.size} px): max |onnxruntime - PyTorch| "
-            f"{c.max_diff:.1e} (tolerance {c.tolerance:.0e})")
+        say(fmt.suffix[1:], f"{c.n} {c.name} erasers ({c.size} px): max |{fmt.runtime} - "
+            f"PyTorch| {c.max_diff:.1e} (tolerance {c.tolerance:.0e})")
     bad = [c for c in checks if not c.ok]
     if bad:
-        raise ExportError(f"the ONNX model differs from PyTorch by {bad[0].max_diff:.2g} on "
-                          f"{bad[0].name} erasers (tolerance {bad[0].tolerance:.0e}); nothing "
-                          "was written. Export without --onnx, or report the model's "
-                          "architecture.")
+        raise ExportError(f"the {fmt.suffix} model differs from PyTorch by "
+                          f"{bad[0].max_diff:.2g} on {bad[0].name} erasers (tolerance "
+                          f"{bad[0].tolerance:.0e}); nothing was written. {fmt.without[0].upper()}"
+                          f"{fmt.without[1:]}, or report the model's architecture.")
     return path, checks
-
 
 # ---------------------------------------------------------------------------------------------
 # confirming the best trials with other seeds before one is shipped

@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
 from optuna.artifacts import upload_artifact
 
 from data import EraserSet, Split
 from data.pipeline import TrainData
-from model import describe, save_checkpoint
+from model import PROB_NAMES, describe, save_checkpoint
 from model.pretrained import WeightFinder, WeightsError
 from search.space import SearchSpace, suggest_config
 from training.device import describe_device
@@ -191,6 +192,13 @@ class Objective:
             history = Path(tmp) / "history.json"
             history.write_text(json.dumps(result.history, indent=1))
             self._upload(trial, history, "application/json")
+            # the best epoch's validation probabilities: what export's ensemble is chosen on
+            preds = Path(tmp) / "val_probs.json"
+            preds.write_text(json.dumps({
+                "ids": list(result.val_ids), "prob_names": list(PROB_NAMES),
+                "probs": np.round(result.val_probs.astype(np.float64), 6).tolist()}))
+            trial.set_user_attr("val_probs_artifact",
+                                self._upload(trial, preds, "application/json"))
 
     def _upload(self, trial: optuna.Trial, path: Path, mimetype: str | None = None) -> str:
         return upload_artifact(artifact_store=self.artifact_store, file_path=str(path),

@@ -9,20 +9,24 @@ import torch
 
 from data import EraserSet
 from model import GRADED, PROB_NAMES, InspectionModel, evaluate, predict
+from model.ensemble import EnsembleModel, parts
 
 CHUNK = 512  # erasers fetched from the cache at a time: bounded memory on large sets
 
 
-def predict_set(model: InspectionModel, data: EraserSet, ids: Sequence[str] | None = None, *,
-                batch_size: int = 128, tta: bool = False,
+def predict_set(model: InspectionModel | EnsembleModel, data: EraserSet,
+                ids: Sequence[str] | None = None, *, batch_size: int = 128, tta: bool = False,
                 device: str | torch.device | None = None) -> np.ndarray:
     """``(N, 4)`` probabilities (``model.PROB_NAMES``) for ``ids`` (default: all erasers).
 
     Reads the cached copy at the model's input size: the model's own resize is the same
     operation (held together by a test), so this equals feeding the raw 310 px arrays, only
-    without decoding and resizing them again.
+    without decoding and resizing them again. An ensemble's members each read their own size.
     """
     ids = list(data.ids if ids is None else ids)
+    if isinstance(model, EnsembleModel):
+        return sum(w * predict_set(m, data, ids, batch_size=batch_size, tta=tta, device=device)
+                   for m, w in parts(model)).astype(np.float32)
     size = model.cfg.input_size if data.image_size >= model.cfg.input_size else None
     out = np.empty((len(ids), len(PROB_NAMES)), dtype=np.float32)
     for start in range(0, len(ids), CHUNK):

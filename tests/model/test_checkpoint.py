@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import model
-from model.checkpoint import FORMAT, FORMAT_VERSION
+from model.checkpoint import FORMAT, FORMAT_VERSION, SINGLE_VERSION
 from model.config import CHANNELS, CNNConfig
 from model.inference import InspectionModel
 from model.metrics import GRADED, PROB_NAMES, ThresholdPolicy
@@ -52,7 +52,7 @@ def saved(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 def test_plain_dict_loads_with_weights_only(saved):
     path, _ = saved
     ckpt = torch.load(path, weights_only=True)
-    assert ckpt["format"] == FORMAT and ckpt["format_version"] == FORMAT_VERSION
+    assert ckpt["format"] == FORMAT and ckpt["format_version"] == SINGLE_VERSION
     assert ckpt["arch"] == CFG.to_dict()
     assert ckpt["task"] == "multilabel"
     assert ckpt["class_names"] == list(GRADED)

@@ -21,12 +21,14 @@ from model.metrics import (
     DEFAULT_THRESHOLD,
     GRADED,
     PROB_NAMES,
+    SCORES,
     ThresholdPolicy,
     choose_threshold,
     choose_thresholds,
     confusion,
     evaluate,
     probabilities,
+    score,
     targets_to_truth,
 )
 
@@ -204,3 +206,15 @@ def test_confusion():
     c = confusion([0, 0, 1, 1, 1], [0, 1, 1, 1, 0])
     assert c.tolist() == [[1, 1], [1, 2]]
     assert confusion([0, 0], [0, 0]).tolist() == [[2, 0], [0, 0]]
+
+
+@pytest.mark.parametrize("n", [5, 37, 200])
+def test_fast_score_equals_evaluate(n):
+    rng = np.random.default_rng(n)
+    probs = np.round(rng.uniform(size=(n, 4)), 2)  # ties, as real probabilities have
+    targets = rng.integers(0, 2, size=(n, 2))
+    full = evaluate(probs, targets)
+    for metric in SCORES:
+        assert score(probs, targets, metric) == pytest.approx(full[metric], abs=1e-12)
+    with pytest.raises(ValueError, match="not one of"):
+        score(probs, targets, "accuracy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,82 @@ def test_a_partial_trial_is_exported_when_it_is_the_best_and_said_so():
     assert select_trial(study, 0).number == 0
     with pytest.raises(Exception, match="cannot be exported"):
         select_trial(study, 1)
+
+
+def test_an_ensemble_ships_as_one_file_that_loads_predicts_and_exports(
+        study, tmp_path, monkeypatch, capsys):
+    """Whether a blend beats the single best is decided on the split's noise (tested in
+    test_ensemble.py); here the decision is forced so the shipping path always runs."""
+    import search.export as export
+    from search.ensemble import blend, choose_ensemble
+
+    def both_trials(probs, targets, metric, **kw):
+        real = choose_ensemble(probs, targets, metric, **kw)
+        score = model.metrics.score(blend(probs, (0, 1), (0.5, 0.5)), targets, metric)
+        return replace(real, members=(0, 1), weights=(0.5, 0.5), score=score, honest=score,
+                       noise=-1.0)
+
+    monkeypatch.setattr(export, "choose_ensemble", both_trials)
+    out = tmp_path / "exports"
+    assert export_best.main(export_args(study, out, "--onnx")) == 0
+    printed = capsys.readouterr().out
+    assert "ensemble 2 of the 2 best trials" in printed and "as shipped" in printed
+    assert "holds   ensemble of 2: 0.50 x " in printed
+    pth = out / f"{GROUP}.pth"
+    ckpt = torch.load(pth, weights_only=True)
+    assert ckpt["kind"] == "ensemble" and sorted(ckpt["ensemble"]["trials"]) == [0, 1]
+    net = model.load(pth)
+    assert isinstance(net, model.EnsembleModel) and net.meta["group"] == GROUP
+    images = np.stack([np.load(p) for p in sorted((Path(study["data"]) / "arrays").glob(
+        "*.npy"))[:3]])
+    expected = model.predict(net, images)
+    session = ort.InferenceSession(str(out / f"{GROUP}.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    class_probs, defect = session.run(None, {"images": images})
+    np.testing.assert_allclose(class_probs, expected[:, :3], atol=1e-4)
+    np.testing.assert_allclose(defect, expected[:, 3], atol=1e-4)
+    run = torch.export.load(str(out / f"{GROUP}.pt2")).module()
+    pt2_classes, pt2_defect = run(torch.from_numpy(images))
+    np.testing.assert_allclose(pt2_classes.numpy(), expected[:, :3], atol=1e-4)
+    np.testing.assert_allclose(pt2_defect.numpy(), expected[:, 3], atol=1e-4)
+    assert "**An ensemble of 2 trials**" in (out / f"{GROUP}.md").read_text()
+    preds = tmp_path / "preds.csv"
+    assert predict.main([str(pth), study["data"], "--out", str(preds),
+                         "--cache-dir", study["cache"]]) == 0
+    assert "ensemble of 2" in capsys.readouterr().out
+    assert len(preds.read_text().splitlines()) == 49
+
+
+def test_a_study_with_one_finished_trial_exports_that_trial_alone(study, tmp_path, capsys):
+    assert run_study.main(["--data", study["data"], "--study", "one", "--storage",
+                           study["url"], "--n-trials", "1", "--epochs", "1", "--sizes", "32",
+                           "--rung", "xs", "--pruner", "none", "--cache-dir", study["cache"],
+                           "--no-estimate", "--no-portfolio"]) == 0
+    out = tmp_path / "exports"
+    capsys.readouterr()
+    assert export_best.main(["--study", "one", "--group", GROUP, "--storage", study["url"],
+                             "--out", str(out), "--cache-dir", study["cache"]]) == 0
+    captured = capsys.readouterr()
+    assert "ensemble" not in captured.out and captured.err == ""
+    assert isinstance(model.load(out / f"{GROUP}.pth"), model.InspectionModel)
+    assert (out / f"{GROUP}.pt2").is_file()
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5"])
+def test_a_bad_ensemble_size_exits_2(study, tmp_path, value, capsys):
+    assert export_best.main(export_args(study, tmp_path / "x", "--ensemble", value)) == 2
+    assert "--ensemble" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_every_finished_trial_keeps_its_validation_predictions(study):
+    from search.export import stored_val_probs, study_data
+    from training.scoring import predict_set
+
+    s = optuna.load_study(study_name="ship", storage=study["url"])
+    data, split = study_data(s, cache_dir=study["cache"])
+    artifacts = artifact_dir_for(study["url"])
+    for trial in s.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
+        stored = stored_val_probs(trial, artifacts, split.val_ids())
+        net = model.model_from_checkpoint(fetch_checkpoint(trial, artifacts))
+        np.testing.assert_allclose(stored, predict_set(net, data, split.val_ids()), atol=1e-5)
+    assert stored_val_probs(trial, artifacts, split.val_ids()[1:]) is None  # other erasers
