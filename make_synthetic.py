@@ -1,5 +1,6 @@
-"""``python make_synthetic.py OUT_DIR [--n N] [--seed S] ...``: write a synthetic MILAN eraser
-data set in the delivered format (``data.synth``), e.g. to try the product without a delivery.
+"""``python make_synthetic.py OUT_DIR [--n N] [--seed S] [--preset P] ...``: write a synthetic
+MILAN eraser data set in the delivered format (``data.synth``), e.g. to try the product without
+a delivery, or to test it on a product line that looks otherwise (``--preset``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 from cli.checks import at_least, bad_number
 from cli.common import EXIT_USAGE, HelpFormatter, fail, setup_logging
-from data.synth import TRUTH_CSV, generate
+from data.synth import PRESETS, TRUTH_CSV, generate
 from model.channels import NATIVE_SIZE
 
 
@@ -35,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fp-noise", type=float, default=0.0, help="fraction of good erasers labelled defective"
     )
     p.add_argument("--subtle-rate", type=float, default=None,
-                   help="share of defects drawn subtle rather than obvious (default: half)")
+                   help="share of defects drawn subtle rather than obvious (default: the "
+                   "preset's, half)")
+    p.add_argument("--preset", choices=list(PRESETS), default="default",
+                   help="the product line's look: logo angle and layout, text, size and place, "
+                   "colours, ink, belt and light, defect sizes (data/synth/style.py)")
     p.add_argument("--png", action="store_true", help="also write images/<ID>_<CH>.png")
     p.add_argument("--zip", action="store_true", help="also write arrays.zip and images.zip")
     p.add_argument(
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=progress,
             force=args.force,
             subtle_rate=args.subtle_rate,
+            style=PRESETS[args.preset],
         )
     except (ValueError, OSError) as exc:  # bad arguments, OUT_DIR not empty or not writable
         print(f"make_synthetic.py: error: {exc}", file=sys.stderr)
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         if show:
             print(file=sys.stderr)
     print(
-        f"{s.n} erasers ({args.size} px, seed {args.seed}) in {s.seconds:.1f} s -> {s.out_dir}\n"
+        f"{s.n} erasers ({args.size} px, seed {args.seed}, preset {args.preset}) in "
+        f"{s.seconds:.1f} s -> {s.out_dir}\n"
         f"  true classes: 0_0 {s.n_good}, 1_0 {s.n_print}, 0_1 {s.n_physical}, 1_1 {s.n_both}\n"
         f"  labels flipped by noise: {s.n_flipped} (truth in {s.out_dir / TRUTH_CSV})"
     )

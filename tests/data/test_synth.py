@@ -1,10 +1,12 @@
-"""Tests of the synthetic MILAN data generator (data/synth.py): format, determinism, label
-plan and noise, and the physics that makes the data useful (ink vs. relief channels)."""
+"""Tests of the synthetic MILAN data generator (data/synth/): format, determinism, label
+plan and noise, the physics that makes the data useful (ink vs. relief channels), and the
+looks of other product lines (styles and presets)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -12,16 +14,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data import synth
 from data.synth import (
+    HELD_OUT,
     PHYSICAL_KINDS,
+    PRESETS,
     PRINT_KINDS,
+    STYLE_JSON,
+    SUITE,
     OutputExistsError,
+    Style,
     generate,
     make_ids,
     plan_labels,
+    preset,
     render_eraser,
+    style_from_dict,
 )
+from data.synth.logo import logo
+from data.synth.scene import draw_scene, pack_pose
+from data.synth.writer import _POOL_MIN
 from make_synthetic import main
 from model.channels import CHANNELS, CLASS_CODES
 
@@ -54,7 +65,7 @@ def abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path) -> None:
     n = 16
-    assert n >= synth._POOL_MIN  # so that workers=2 really goes through the process pool
+    assert n >= _POOL_MIN  # so that workers=2 really goes through the process pool
     kw = {"n": n, "size": 32, "noise": 0.3, "fp_noise": 0.1}
     kw |= {"zip_arrays": True, "zip_images": True}
     generate(tmp_path / "a", seed=3, workers=1, **kw)
@@ -258,6 +269,84 @@ def test_physical_defects_change_the_eraser_more_when_obvious(kind: str) -> None
     ds, do = abs_diff(good, subtle), abs_diff(good, obvious)
     assert ds[NORMAL] > 0
     assert 0 < ds.sum() < do.sum()
+
+
+# --- other product lines ----------------------------------------------------------------------
+
+STYLED = [p for p in PRESETS if p != "default"]
+
+
+def test_the_suite_and_the_held_out_presets_are_apart_and_known() -> None:
+    assert set(SUITE) | set(HELD_OUT) == set(PRESETS) and not set(SUITE) & set(HELD_OUT)
+    assert SUITE[0] == "default" and len(SUITE) >= 4 and preset("default") == Style()
+    with pytest.raises(ValueError, match="known: default"):
+        preset("neon")
+
+
+@pytest.mark.parametrize("name", STYLED)
+def test_a_preset_changes_the_look_not_the_base_eraser(name: str) -> None:
+    style = PRESETS[name]
+    plain, _ = render_eraser(4, 3, "0_0", 96, logo=False)
+    styled, info = render_eraser(4, 3, "0_0", 96, style=style)
+    again, _ = render_eraser(4, 3, "0_0", 96, style=style)
+    assert np.array_equal(styled, again) and info.colour in style.colours
+    assert abs_diff(plain, styled).sum() > 0
+
+
+@pytest.mark.parametrize("name", STYLED)
+@pytest.mark.parametrize("kind", PRINT_KINDS)
+def test_print_defects_of_every_preset_show_in_colour_not_in_normal(name: str, kind: str) -> None:
+    style = PRESETS[name]
+    good, _ = render_eraser(8, 1, "0_0", 128, style=style)
+    bad, info = render_eraser(8, 1, "1_0", 128, print_kind=kind, severity="obvious",
+                              style=style)
+    d = abs_diff(good, bad)
+    assert info.print_kind == kind and d.sum() > 0
+    assert max(d[:NORMAL]) > 5 * d[NORMAL]
+
+
+def test_a_second_line_is_printed_and_defects_stay_on_their_line() -> None:
+    two = logo(("MILAN", "430"))
+    one = logo(("MILAN 430",))
+    assert two.lines == 2 and two.chars == "MILAN430" and one.chars == "MILAN 430"
+    assert two.mask.shape[0] > one.mask.shape[0] and two.text_w < one.text_w
+    assert not two.same_line(0, 5) and two.same_line(5, 7)
+
+
+def test_a_pack_shares_its_pose_and_packs_differ() -> None:
+    style = PRESETS["quarter_turns"]
+    poses = [pack_pose(0, pack, style) for pack in range(16)]
+    assert len({round(p / 90) % 4 for p in poses}) > 1  # packs lie at other quarter turns
+    assert pack_pose(0, 3, Style()) == 0.0
+
+    def logo_angle(index: int, pack_size: int = 8) -> float:
+        pose = pack_pose(0, index // pack_size, style)
+        scene = draw_scene(np.random.default_rng([0, index]), "0_0", None, None, None, style,
+                           pose)
+        return float(np.rad2deg(scene.logo_angle))
+
+    jitter = 2 * style.logo_jitter
+    assert all(abs(logo_angle(i) - logo_angle(8)) <= jitter for i in range(9, 16))
+    turned = [p for p in range(16) if round((poses[p] - poses[1]) / 90) % 4]
+    assert turned and abs(logo_angle(8 * turned[0]) - logo_angle(8)) > 90 - jitter
+
+
+def test_a_delivery_records_its_style(tmp_path: Path) -> None:
+    generate(tmp_path / "d", n=4, seed=1, size=32, workers=1, style=PRESETS["two_line"])
+    recorded = style_from_dict(json.loads((tmp_path / "d" / STYLE_JSON).read_text()))
+    assert recorded == PRESETS["two_line"]
+    with pytest.raises(ValueError, match="unknown colour"):
+        Style(colours=("mauve",))
+    with pytest.raises(ValueError, match="unknown style field"):
+        style_from_dict({"sparkle": 1})
+
+
+def test_cli_preset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(tmp_path / "c"), "--n", "3", "--size", "32", "--preset", "corner",
+                 "--workers", "1"]) == 0
+    assert "preset corner" in capsys.readouterr().out
+    assert main([str(tmp_path / "x"), "--n", "3", "--preset", "neon"]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_render_rejects_unknown_kinds() -> None:
