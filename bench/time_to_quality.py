@@ -36,6 +36,7 @@ from data import AugmentConfig, EraserSet, load_data, make_split
 from data.pipeline import TrainData
 from data.synth import generate
 from model import CNNConfig, InspectionModel, build_model, choose_thresholds
+from model.ensemble import summary
 from search.export import fetch_checkpoint
 from search.plan import parse_budget
 from training.config import RunConfig, TrainConfig
@@ -45,7 +46,7 @@ from training.scoring import predict_set
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 SEEDS = {"train": 9001, "test": 9002}  # not used by any test, portfolio search or demo
-KEYS = ("graded_ap", "defect_ap", "defect_f1", "graded_f1", "print_error_ap",
+KEYS = ("graded_ap", "defect_ap", "defect_f1", "graded_f1", "print_error_ap", "no_defect_ap",
         "physical_error_ap", "print_error_auroc", "physical_error_auroc")
 SHOWN = {"graded_ap": "graded AP", "defect_ap": "defect AP", "defect_f1": "defect F1",
          "print_error_ap": "print AP", "physical_error_ap": "phys. AP",
@@ -134,7 +135,7 @@ def run_budget(budget: str, train_dir: Path, test: EraserSet, work: Path,
     return {"budget": budget, "wall": wall, "complete": len(complete),
             "pruned": states.count("PRUNED"), "val": exported.meta.get("val_metrics", {}),
             "test": test_scores(exported, test), "curve": curve, "plan": plan,
-            "architecture": model_lib.describe(exported.cfg)}
+            "architecture": summary(exported)}
 
 
 def run_baseline(minutes: float, train_dir: Path, test: EraserSet, work: Path,

@@ -29,6 +29,10 @@ TRIALS_PER_FULL = 6  # the budget stops the study; this only caps the trials (mo
 # A frozen backbone's trials take seconds once its features exist: with pretrained families the
 # cap must not end the study long before its budget does.
 PRETRAINED_TRIALS = 200
+# Nor may a timing taken while the machine was busy (it once said 28 s an epoch for a 1 s epoch
+# and ended a 10-minute study after 3): the cap is at least the trials the budget holds at this
+# many seconds each, so only the budget ends a budgeted study.
+MIN_TRIAL_SECONDS = 5
 
 
 # What small budgets cannot afford to explore: choices that lost in every comparison of the
@@ -232,7 +236,8 @@ def _plan(budget: float, source: str, tier: Tier, space: SearchSpace, epoch_s: f
           overrides: tuple[str, ...]) -> Plan:
     if n_trials is None:
         full = budget / (epoch_s * space.epochs) if epoch_s else MIN_FULL_TRIALS
-        n_trials = max(4, math.ceil(full * TRIALS_PER_FULL))
+        n_trials = max(4, math.ceil(full * TRIALS_PER_FULL),
+                       math.ceil(budget / MIN_TRIAL_SECONDS))
         if space.backbones:
             n_trials = max(n_trials, PRETRAINED_TRIALS)
     return Plan(budget_seconds=budget, budget_source=source, tier=tier.name, space=space,

@@ -7,7 +7,15 @@ import re
 
 import pytest
 
-from bench import data_path, gpu_workers, memory, notebook_runs, pruning, trial_overhead
+from bench import (
+    data_path,
+    gpu_workers,
+    memory,
+    notebook_runs,
+    pruning,
+    suite,
+    trial_overhead,
+)
 
 RATIO = re.compile(r"^RATIO (.+): (\S+)x", re.M)
 
@@ -19,13 +27,14 @@ def ratios(out: str) -> dict[str, float]:
     return found
 
 
-@pytest.mark.parametrize("module", [data_path, trial_overhead, pruning, memory, gpu_workers,
-                                    notebook_runs])
-def test_every_script_has_help_and_a_dry_run(module, capsys):
+@pytest.mark.parametrize(("module", "required"), [
+    (data_path, []), (trial_overhead, []), (pruning, []), (memory, []), (gpu_workers, []),
+    (notebook_runs, []), (suite, ["--work", "unused"])])
+def test_every_script_has_help_and_a_dry_run(module, required, capsys):
     with pytest.raises(SystemExit) as exc:
         module.main(["--help"])
     assert exc.value.code == 0 and "--dry-run" in capsys.readouterr().out
-    assert module.main(["--dry-run"]) == 0
+    assert module.main(["--dry-run", *required]) == 0
     assert "dry run" in capsys.readouterr().out
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from search.plan import (
     MIN_FULL_TRIALS,
+    MIN_TRIAL_SECONDS,
     PRETRAINED_TRIALS,
     TIERS,
     parse_budget,
@@ -68,6 +69,9 @@ def test_a_fast_device_gets_the_richest_rung_and_a_slow_one_the_smallest_with_a_
                       timer=timer_for(1e-7))
     assert slow.tier == TIERS[0].name
     assert any("a longer --budget or a GPU" in r for r in slow.reasons)
+    # a slow timing (a busy machine) must not end the study before its budget: the cap holds
+    # as many trials as the budget could at MIN_TRIAL_SECONDS each
+    assert slow.n_trials >= 120 / MIN_TRIAL_SECONDS
 
 
 def test_flags_given_by_the_user_win_and_the_plan_says_so():
