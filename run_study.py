@@ -78,7 +78,7 @@ DEMO_DIR = Path("demo_data")
 DEMO = {"n": 800, "seed": 1, "subtle_rate": 0.25, "test_fraction": 0.2}
 RESUMED_TRIALS = 50  # a resumed study without a stored plan runs up to this many more
 FAMILIES = (SCRATCH, *BACKBONE_MODES)
-CPU_FAMILIES = (SCRATCH, "frozen")
+CPU_FAMILIES = (SCRATCH, "frozen", "patch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,9 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "demo: none)")
     g.add_argument("--families", nargs="+", choices=FAMILIES,
                    help="network families to search: CNNs from scratch, pretrained backbones "
-                   "frozen (only the head trains, on features computed once) or fine-tuned "
-                   "(default: all three on a GPU; scratch frozen on a CPU, where a fine-tuned "
-                   "trial takes minutes: bench/RESULTS.md, 'Pretrained backbones')")
+                   "frozen (only the head trains, on features computed once), fine-tuned, or "
+                   "patch (their intermediate stages scored patch by patch at 224-320 px, "
+                   "with a memory bank of good erasers' patches) (default: all four on a GPU; "
+                   "scratch frozen patch on a CPU, where a fine-tuned trial takes minutes: "
+                   "bench/RESULTS.md, 'Pretrained backbones')")
     g.add_argument("--weights", metavar="PATH", help="ImageNet weights: a file named after its "
                    f"backbone (resnet18.safetensors) or a folder of them (default: ${WEIGHTS_ENV}"
                    ", then timm's download cache)")

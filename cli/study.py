@@ -104,7 +104,7 @@ class Families:
     backbones whose ImageNet weights are here (or were just downloaded), and how."""
 
     scratch: bool
-    modes: tuple[str, ...]  # frozen, finetune
+    modes: tuple[str, ...]  # frozen, finetune, patch
     wanted: tuple[str, ...]  # the backbones asked for
     found: tuple[str, ...]  # those with weights
     dry_run: bool = False
@@ -112,7 +112,9 @@ class Families:
     def lines(self, space: SearchSpace) -> list[str]:
         """What the study searches (its stored space: a resumed study keeps its own) and, in
         one line, the backbones left out for want of weights and how to give them."""
-        modes = " or ".join("fine-tuned" if m == "finetune" else m for m in space.backbone_modes)
+        words = {"finetune": "fine-tuned",
+                 "patch": f"patch by patch at {'/'.join(map(str, space.patch_sizes))} px"}
+        modes = " or ".join(words.get(m, m) for m in space.backbone_modes)
         families = ["scratch CNN"] * space.scratch + (
             [f"{', '.join(space.backbones)} (ImageNet, {modes})"] if space.backbones else [])
         lines = [f"family  {', '.join(families)}"]

@@ -33,6 +33,12 @@ BACKBONES: tuple[str, ...] = ("tf_efficientnet_lite0", "mobilenetv3_large_100", 
 """timm models offered as pretrained backbones: small enough to fine-tune on a CPU at 128 px."""
 BACKBONE_POOLS: tuple[str, ...] = ("avg", "max", "avgmax")
 """Pooling of a backbone's last feature map; ``avgmax`` concatenates both (2x the features)."""
+PATCH_POOLS: tuple[str, ...] = ("max", "topk", "lse")
+"""How a patch model turns its per-patch logits into the eraser's: the strongest patch, the
+mean of the few strongest (:data:`TOPK_SHARE`), or a soft maximum (log-sum-exp)."""
+PATCH_TASKS: tuple[str, ...] = ("binary", "multilabel")  # "is it anywhere", per defect kind
+PATCH_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
+TOPK_SHARE = 0.02  # of the patches, at least one
 KERNEL_SIZES: tuple[int, ...] = (3, 5, 7)
 MIN_DEPTH, MAX_DEPTH = 2, 6
 MIN_CONVS, MAX_CONVS = 1, 3
@@ -282,12 +288,89 @@ class BackboneConfig(ArchBase):
                              f"{list(BACKBONE_POOLS)}")
 
 
-ArchConfig: TypeAlias = CNNConfig | BackboneConfig
-"""Either network family's architecture."""
+@dataclass(frozen=True)
+class PatchConfig(ArchBase):
+    """Local evidence at native resolution: the intermediate feature maps of an ImageNet
+    backbone (``backbone``, its stages at ``strides``, pooled onto the coarsest one), each
+    patch scored by a small head shared by all patches (1x1 convolutions, ``head_width``
+    hidden channels), the eraser's logits pooled over its patches (``pool``,
+    :data:`PATCH_POOLS`), as multiple-instance learning: a print error is a small local
+    change, and one patch that shows it decides.
+
+    ``memory`` > 0 keeps that many patches of good training erasers (a PatchCore-style memory
+    bank); each patch's distance to its nearest one is a reference-based anomaly score that
+    the head sees beside the features. The backbone stays frozen (features computed once per
+    delivery); the head and the bank are what a trial learns.
+    """
+
+    backbone: str = BACKBONES[0]
+    channels: tuple[str, ...] = ("GRAY", "W", "NORMAL")
+    input_size: int = 224
+    strides: tuple[int, ...] = (8, 16)
+    memory: int = 4096
+    pool: str = "max"
+    head_width: int = 64
+    dense_dropout: float = 0.1
+    task: str = "multilabel"
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "strides"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not hasattr(value, "__iter__"):
+                raise ValueError(f"PatchConfig.{name} must be a sequence, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("input_size", "memory", "head_width"):
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"PatchConfig.{name} must be an integer, "
+                                 f"got {getattr(self, name)!r}")
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if not all(_is_int(v) for v in self.strides):
+            raise ValueError(f"PatchConfig.strides must hold integers, got {self.strides!r}")
+        object.__setattr__(self, "strides", tuple(int(v) for v in self.strides))
+        if not _is_number(self.dense_dropout):
+            raise ValueError(f"PatchConfig.dense_dropout must be a number, "
+                             f"got {self.dense_dropout!r}")
+        object.__setattr__(self, "dense_dropout", float(self.dense_dropout))
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"PatchConfig.backbone {self.backbone!r} is unknown; known: "
+                             f"{list(BACKBONES)}")
+        _validate_channels("PatchConfig", self.channels)
+        if self.task not in PATCH_TASKS:
+            raise ValueError(f"PatchConfig.task {self.task!r}: a patch model says whether a "
+                             f"defect is anywhere, one of {list(PATCH_TASKS)}")
+        if (not self.strides or list(self.strides) != sorted(set(self.strides))
+                or set(self.strides) - set(PATCH_STRIDES)):
+            raise ValueError(f"PatchConfig.strides {list(self.strides)} must be increasing "
+                             f"values of {list(PATCH_STRIDES)}")
+        if self.input_size < 2 * self.strides[-1]:
+            raise ValueError(f"PatchConfig.input_size {self.input_size} leaves less than 2x2 "
+                             f"patches at stride {self.strides[-1]}")
+        if self.memory < 0 or self.head_width < 0:
+            raise ValueError("PatchConfig.memory and head_width must be >= 0 (0: none)")
+        if self.pool not in PATCH_POOLS:
+            raise ValueError(f"PatchConfig.pool {self.pool!r} is unknown; known: "
+                             f"{list(PATCH_POOLS)}")
+        if not 0.0 <= self.dense_dropout < 1.0:
+            raise ValueError(f"PatchConfig.dense_dropout must be in [0, 1), "
+                             f"got {self.dense_dropout}")
+
+    @property
+    def grid(self) -> int:
+        """Patches per side: the input over the coarsest stride."""
+        return self.input_size // self.strides[-1]
+
+
+ArchConfig: TypeAlias = CNNConfig | BackboneConfig | PatchConfig
+"""Any network family's architecture."""
+PretrainedConfig: TypeAlias = BackboneConfig | PatchConfig
+"""The families that start from ImageNet weights."""
 
 
 def arch_from_dict(d: dict[str, Any]) -> ArchConfig:
-    """The config a ``to_dict()`` came from: a backbone's has a ``backbone`` key."""
+    """The config a ``to_dict()`` came from: a backbone's has a ``backbone`` key, a patch
+    model's also ``strides``."""
     if not isinstance(d, dict):
         raise ValueError(f"an architecture must be a dict, got {type(d).__name__}")
-    return (BackboneConfig if "backbone" in d else CNNConfig).from_dict(d)
+    if "backbone" not in d:
+        return CNNConfig.from_dict(d)
+    return (PatchConfig if "strides" in d else BackboneConfig).from_dict(d)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .config import RELIEF, ArchConfig, BackboneConfig, CNNConfig
+from .config import RELIEF, ArchConfig, BackboneConfig, CNNConfig, PatchConfig
 
 LEAKY_SLOPE = 0.01
 """Negative slope of ``leaky_relu`` (PyTorch's default), also used for its Kaiming gain."""
@@ -126,9 +126,18 @@ def _backbones():
     return backbone
 
 
+def _patches():
+    # Imported on first use, like _backbones (timm).
+    from . import patch
+
+    return patch
+
+
 def build_model(cfg: ArchConfig) -> nn.Module:
     """A freshly initialised network for ``cfg`` (on the current default device); a
     backbone's weights are random too, until :func:`model.pretrained.load_pretrained`."""
+    if isinstance(cfg, PatchConfig):
+        return _patches().PatchNet(cfg)
     if isinstance(cfg, BackboneConfig):
         return _backbones().BackboneNet(cfg)
     return InspectionCNN(cfg)
@@ -140,6 +149,8 @@ def complexity(cfg: ArchConfig) -> dict[str, int]:
     For the scratch CNN computed analytically from the config (a test cross-checks it
     against forward hooks); for a backbone counted on a weightless copy.
     """
+    if isinstance(cfg, PatchConfig):
+        return _patches().patch_complexity(cfg)
     if isinstance(cfg, BackboneConfig):
         return _backbones().backbone_complexity(cfg)
     macs = 0
@@ -170,6 +181,8 @@ def describe(cfg: ArchConfig) -> str:
     """The architecture in one line, e.g.
     ``4x[2 conv 3-3-3-3] 32-64-128-256 relu max-pool, avg head 128, multilabel, 6ch@128``.
     """
+    if isinstance(cfg, PatchConfig):
+        return _patches().describe_patch(cfg)
     if isinstance(cfg, BackboneConfig):
         return _backbones().describe_backbone(cfg)
     kernels = "-".join(str(k) for k in cfg.kernel_sizes)

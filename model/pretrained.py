@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import BACKBONES, BackboneConfig
+from .config import BACKBONES, BackboneConfig, PatchConfig, PretrainedConfig
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +164,17 @@ def check_weights(name: str, file: str | os.PathLike) -> None:
                            "(--backbones with the others, or none).") from None
 
 
-def load_pretrained(net: nn.Module, cfg: BackboneConfig, file: str | os.PathLike) -> None:
-    """Put the ImageNet weights in ``file`` into ``net.backbone`` (a :class:`BackboneNet`),
-    through timm's own loader (which adapts the stem to ``cfg``'s channels). Raises
-    :class:`WeightsError` when the file is not weights of ``cfg.backbone``."""
+def load_pretrained(net: nn.Module, cfg: PretrainedConfig, file: str | os.PathLike) -> None:
+    """Put the ImageNet weights in ``file`` into ``net``'s backbone (a :class:`BackboneNet`'s,
+    or the feature stages a :class:`~model.patch.PatchNet` keeps), through timm's own loader
+    (which adapts the stem to ``cfg``'s channels). Raises :class:`WeightsError` when the
+    file is not weights of ``cfg.backbone``."""
     path = Path(file)
+    target = net.backbone.body if isinstance(cfg, PatchConfig) else net.backbone
     try:
         state = _adapted_weights(cfg.backbone, cfg.channels, str(path),
                                  path.stat().st_mtime_ns)
-        net.backbone.load_state_dict({k: state[k] for k in net.backbone.state_dict()},
-                                     strict=True)
+        target.load_state_dict({k: state[k] for k in target.state_dict()}, strict=True)
     except (RuntimeError, KeyError, OSError, ValueError) as exc:
         raise WeightsError(f"{file} does not hold ImageNet weights of {cfg.backbone} in timm's "
                            f"layout ({type(exc).__name__}: {str(exc)[:200]})") from None

@@ -55,6 +55,9 @@ class Tier:
     batch_sizes: tuple[int, ...]
     epochs: int
     backbone_sizes: tuple[int, ...] = (128, 160)  # inputs of the pretrained backbones
+    # inputs of the patch family: near the delivered 310 px, where a letter's stroke is still
+    # a few pixels; only its head trains, so even a CPU rung affords them
+    patch_sizes: tuple[int, ...] = (224,)
     focused: bool = False  # the FOCUSED choices instead of the whole space
 
     def space(self, **overrides: object) -> SearchSpace:
@@ -77,11 +80,14 @@ TIERS: tuple[Tier, ...] = (
     Tier("s", sizes=(64, 96), depth=(3, 4), base_widths=(16, 24), batch_sizes=(16, 32),
          epochs=40, backbone_sizes=(96, 128), focused=True),
     Tier("m", sizes=(96, 128), depth=(3, 5), base_widths=(16, 24, 32),
-         batch_sizes=(16, 32, 64), epochs=30, backbone_sizes=(128, 160), focused=True),
+         batch_sizes=(16, 32, 64), epochs=30, backbone_sizes=(128, 160),
+         patch_sizes=(224, 320), focused=True),
     Tier("l", sizes=(128, 160), depth=(3, 5), base_widths=(16, 24, 32, 48),
-         batch_sizes=(32, 64, 128), epochs=30, backbone_sizes=(160, 224)),
+         batch_sizes=(32, 64, 128), epochs=30, backbone_sizes=(160, 224),
+         patch_sizes=(224, 320)),
     Tier("xl", sizes=(160, 224), depth=(4, 6), base_widths=(24, 32, 48),
-         batch_sizes=(32, 64, 128), epochs=40, backbone_sizes=(224, 288)),
+         batch_sizes=(32, 64, 128), epochs=40, backbone_sizes=(224, 288),
+         patch_sizes=(224, 320)),
 )
 TIER_NAMES = tuple(t.name for t in TIERS)
 DEFAULT_TIER = {"cpu": "s", "mps": "m", "cuda": "l"}  # without a timing (--no-estimate)

@@ -66,7 +66,7 @@ def enqueue_portfolio(study: optuna.Study, space: SearchSpace,
         if len(queued) == limit:
             break
         params = {**entry.params, "flagged_weight": 1.0} if space.noise_aware else entry.params
-        if space.backbones:  # the entries are scratch CNNs
+        if space.backbones and "backbone" not in params:  # a scratch CNN's entry
             params = {**params, "backbone": SCRATCH}
         if not fits(params, space):
             log.debug("portfolio entry %s lies outside this search space", entry.name)

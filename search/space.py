@@ -16,7 +16,7 @@ from optuna.trial import BaseTrial, FixedTrial, FrozenTrial
 from data import AugmentConfig
 from model import CNNConfig
 from model.channels import CHANNEL_SETS
-from model.config import BACKBONE_POOLS, BACKBONES, BackboneConfig
+from model.config import BACKBONE_POOLS, BACKBONES, PATCH_POOLS, BackboneConfig, PatchConfig
 from training.config import RunConfig, TrainConfig
 
 ACTIVATIONS = ("relu", "silu", "gelu", "leaky_relu", "mish")
@@ -24,7 +24,11 @@ DEFAULT_CHANNEL_SETS = ("gray_normal", "gray_w_normal", "all")
 # Parameters added to the space later -> the value trials recorded before them had.
 ADDED_LATER = {"flips": True, "stem": "single", "backbone": "scratch"}
 SCRATCH = "scratch"  # the ``backbone`` choice of a CNN trained from scratch
-BACKBONE_MODES = ("frozen", "finetune")
+BACKBONE_MODES = ("frozen", "finetune", "patch")
+"""How a pretrained backbone is used: frozen under a pooled head, fine-tuned, or its
+intermediate stages scored patch by patch with a memory bank (``model.patch``)."""
+PATCH_MEMORY = (0, 4096)  # good patches in the bank (0: the trained head alone)
+PATCH_WIDTHS = (0, 32, 64, 128)
 MIN_FEATURE_MAP = 2  # never pool below 2x2 before the head
 MAX_WIDTH = 512
 
@@ -60,6 +64,7 @@ class SearchSpace:
     scratch: bool = True  # False: the pretrained backbones alone
     backbone_sizes: tuple[int, ...] = (128, 160)
     backbone_modes: tuple[str, ...] = BACKBONE_MODES  # frozen: only the head trains
+    patch_sizes: tuple[int, ...] = (224,)  # inputs of the patch family (native-like detail)
     finetune_epochs: int = 15  # pretrained weights converge in fewer epochs than scratch
     seed: int = 0
 
@@ -120,8 +125,11 @@ def suggest_config(trial: BaseTrial, space: SearchSpace = SearchSpace()) -> RunC
     if backbone == SCRATCH:
         model = _suggest_scratch(trial, space, channels, dense_width, task)
         frozen, epochs, lr_scale = False, space.epochs, TrainConfig.backbone_lr_scale
+    elif (mode := trial.suggest_categorical("backbone_mode",
+                                            list(space.backbone_modes))) == "patch":
+        model = _suggest_patch(trial, space, backbone, channels, task)
+        frozen, epochs, lr_scale = True, space.epochs, 0.0
     else:
-        mode = trial.suggest_categorical("backbone_mode", list(space.backbone_modes))
         frozen = mode == "frozen"
         # fine-tuning moves ImageNet weights gently; frozen, only the head trains
         lr_scale = 0.0 if frozen else trial.suggest_float("backbone_lr_scale", 0.01, 0.3,
@@ -190,6 +198,20 @@ def trial_config(trial: FrozenTrial, space: SearchSpace | dict) -> RunConfig:
     except (KeyError, ValueError) as exc:
         raise ValueError(f"trial {trial.number}'s parameters do not replay in this version's "
                          f"search space ({exc})") from None
+
+
+def _suggest_patch(trial: BaseTrial, space: SearchSpace, backbone: str,
+                   channels: tuple[str, ...], task: str) -> PatchConfig:
+    # a patch says whether a defect is anywhere: the four-class head has no patch reading
+    task = "multilabel" if task == "multiclass" else task
+    width = trial.suggest_categorical("patch_width", list(PATCH_WIDTHS))
+    return PatchConfig(
+        backbone=backbone, channels=channels,
+        input_size=trial.suggest_categorical("patch_size", list(space.patch_sizes)),
+        memory=trial.suggest_categorical("patch_memory", list(PATCH_MEMORY)),
+        pool=trial.suggest_categorical("patch_pool", list(PATCH_POOLS)),
+        head_width=width, dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.5),
+        task=task)
 
 
 def _suggest_scratch(trial: BaseTrial, space: SearchSpace, channels: tuple[str, ...],

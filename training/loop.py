@@ -33,10 +33,11 @@ from model import (
     probabilities,
 )
 from model.channels import channel_indices
-from model.config import ArchConfig, BackboneConfig
+from model.config import ArchConfig, BackboneConfig, PatchConfig
 from model.pretrained import WeightFinder, load_pretrained
 from training.config import RunConfig, TrainConfig
 from training.features import FLIP_VIEWS, FeatureCache, frozen_features
+from training.memory import distance_maps, memory_bank
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +169,15 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
     pre = Preprocessor(ch, mean, std, config.augment).to(device)
     net = build_model(cfg)
     weight_file = None
-    if isinstance(cfg, BackboneConfig):
+    if isinstance(cfg, BackboneConfig | PatchConfig):
         weight_file = (weights or WeightFinder()).require(cfg.backbone)
         load_pretrained(net, cfg, weight_file)
     # channels-last on every device: 1.4-1.5x faster training steps on a CPU too, same
     # arithmetic (bench/RESULTS.md, "CPU training speed")
     net = net.to(device).to(memory_format=torch.channels_last)
-    frozen = isinstance(cfg, BackboneConfig) and tc.backbone_lr_scale == 0
+    # a patch model's backbone is always frozen: its features are computed once per delivery
+    frozen = isinstance(cfg, PatchConfig) or (isinstance(cfg, BackboneConfig)
+                                              and tc.backbone_lr_scale == 0)
     if frozen:
         net.backbone.requires_grad_(False)
 
@@ -190,9 +193,10 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
     sample_weight = torch.where(torch.as_tensor(data.train_flagged),
                                 tc.flagged_weight, 1.0).float().to(device)
 
-    views = FLIP_VIEWS if config.augment.flips else 1
+    # A patch head pools over its patches, wherever they are: flipped maps teach it nothing.
+    views = FLIP_VIEWS if config.augment.flips and not isinstance(cfg, PatchConfig) else 1
     if frozen:
-        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        def compute() -> tuple[torch.Tensor, ...]:
             images = to_device(data.images, device)
             t0 = time.perf_counter()
             # training maps in half precision (4 views of 1,000 erasers fit in memory), the
@@ -204,12 +208,15 @@ def train(config: RunConfig, data: TrainData, *, device: str | torch.device = "c
             log.info("features of %s at %d px for %d erasers x %d view(s) in %.1f s",
                      cfg.backbone, cfg.input_size, len(data.train_rows), views,
                      time.perf_counter() - t0)
-            return out
+            return _with_memory(out, cfg, data, tc.seed) if getattr(cfg, "memory", 0) else out
         key = (cfg.backbone, cfg.channels, cfg.input_size, views, str(weight_file), id(data),
-               len(data.train_rows), len(data.val_rows))
+               len(data.train_rows), len(data.val_rows), getattr(cfg, "strides", None),
+               getattr(cfg, "memory", 0), tc.seed)
         # the feature maps hold the training (validation) rows only, in order
-        (train_in, val_in), train_rows, val_rows = (
-            (features or FeatureCache()).get(key, compute), None, None)
+        train_in, val_in, *bank = (features or FeatureCache()).get(key, compute)
+        if bank:
+            net.bank.copy_(bank[0])  # the checkpoint carries it: the model needs no data
+        train_rows = val_rows = None
         train_y, val_y = data.targets[data.train_rows], data.targets[data.val_rows]
     else:
         train_in = val_in = data.images
@@ -340,12 +347,29 @@ def evaluate_logits(forward: Callable[[torch.Tensor, bool], torch.Tensor],
     return total / max(len(batches), 1), torch.cat(out)
 
 
+def _with_memory(maps: tuple[torch.Tensor, torch.Tensor], cfg: PatchConfig, data: TrainData,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A patch model's cached maps with their distance to its memory bank as one more
+    channel (the training erasers' own patches left out), and the bank."""
+    train_maps, val_maps = maps
+    t0 = time.perf_counter()
+    labels = torch.as_tensor(data.targets[data.train_rows])
+    good = (labels.amax(dim=1) == 0).nonzero().flatten().to(train_maps.device)
+    bank, owner = memory_bank(train_maps, good, cfg.memory, seed)
+    train_d = distance_maps(train_maps, bank, owner)
+    val_d = distance_maps(val_maps, bank)
+    log.info("memory bank of %d patches from %d good erasers, distances in %.1f s",
+             cfg.memory, len(good), time.perf_counter() - t0)
+    return (torch.cat([train_maps, train_d.to(train_maps.dtype)], dim=2),
+            torch.cat([val_maps, val_d.to(val_maps.dtype)], dim=2), bank)
+
+
 def _optimizer(net: nn.Module, cfg: ArchConfig, tc: TrainConfig) -> torch.optim.Optimizer:
     """AdamW or SGD over what trains: a backbone at ``backbone_lr_scale`` times the head's
     learning rate (fine-tuning pretrained weights gently), nothing of a frozen one."""
-    if isinstance(cfg, BackboneConfig):
+    if isinstance(cfg, BackboneConfig | PatchConfig):
         groups = [{"params": list(net.head.parameters()), "lr": tc.lr}]
-        if tc.backbone_lr_scale > 0:
+        if isinstance(cfg, BackboneConfig) and tc.backbone_lr_scale > 0:
             groups.append({"params": list(net.backbone.parameters()),
                            "lr": tc.lr * tc.backbone_lr_scale})
     else:

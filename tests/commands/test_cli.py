@@ -130,7 +130,7 @@ def test_pretrained_backbones_search_export_and_resume(env, backbone_weights, ca
     out_dir = env["tmp"] / "export"
     assert export_best.main(["--study", "bb", "--group", "BB", "--storage", env["url"],
                              "--out", str(out_dir), "--cache-dir", env["cache"],
-                             "--onnx"]) == 0
+                             "--onnx", "--no-pt2"]) == 0
     plain = torch.load(out_dir / "BB.pth", weights_only=True)
     assert plain["arch"]["backbone"] == "mobilenetv3_large_100"
     # resumed without the flags, the study keeps its families
@@ -150,8 +150,28 @@ def test_backbone_flags_are_checked_and_missing_weights_said_once(env, backbone_
     out = capsys.readouterr().out
     assert "family  scratch CNN\n" in out
     assert out.count("no ImageNet weights here for tf_efficientnet_lite0") == 1
-    # on a CPU a fine-tuned trial takes minutes: frozen backbones only, unless asked
+    # on a CPU a fine-tuned trial takes minutes: frozen backbones and patches, unless asked
     assert run_study.main([*study_args(env), "--dry-run", "--weights", str(backbone_weights),
                            "--backbones", "mobilenetv3_large_100"]) == 0
-    assert "family  scratch CNN, mobilenetv3_large_100 (ImageNet, frozen)\n" in \
-        capsys.readouterr().out
+    assert ("family  scratch CNN, mobilenetv3_large_100 (ImageNet, frozen or patch by patch "
+            "at 224 px)\n") in capsys.readouterr().out
+
+
+def test_a_patch_study_searches_exports_and_predicts(env, backbone_weights, capsys):
+    args = ["--data", env["data"], "--study", "pt", "--storage", env["url"], "--n-trials", "1",
+            "--epochs", "2", "--cache-dir", env["cache"], "--no-estimate", "--no-portfolio",
+            "--backbones", "mobilenetv3_large_100", "--families", "patch",
+            "--weights", str(backbone_weights)]
+    assert run_study.main(args) == 0
+    assert "patch by patch at" in capsys.readouterr().out
+    import optuna
+    study = optuna.load_study(study_name="pt", storage=env["url"])
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.params["backbone_mode"] == "patch" for t in done)
+    out_dir = env["tmp"] / "export"
+    # its ONNX graph: tests/model/test_patch.py
+    assert export_best.main(["--study", "pt", "--group", "PT", "--storage", env["url"],
+                             "--out", str(out_dir), "--cache-dir", env["cache"]]) == 0
+    plain = torch.load(out_dir / "PT.pth", weights_only=True)
+    assert "strides" in plain["arch"] and "(ImageNet) patches" in capsys.readouterr().out
+    assert (out_dir / "PT.pt2").is_file()

@@ -136,7 +136,7 @@ def test_a_kind_too_rare_to_learn_is_said_up_to_the_model_card(delivery, tmp_pat
         "physical_error": 0}
     assert export_best.main(["--study", "f", "--group", "team", "--storage", url, "--out",
                              str(tmp_path / "exports"), "--cache-dir",
-                             str(tmp_path / "cache")]) == 0
+                             str(tmp_path / "cache"), "--no-pt2"]) == 0
     card = (tmp_path / "exports" / "team.md").read_text()
     assert "**It cannot grade physical defects**" in card
 

@@ -116,7 +116,8 @@ def test_export_onnx_min_recall_and_card(study, tmp_path, capsys):
 
 def test_retrain_full_writes_a_model_that_loads(study, tmp_path, capsys):
     out = tmp_path / "exports"
-    assert export_best.main(export_args(study, out, "--retrain-full", "--device", "cpu")) == 0
+    assert export_best.main(export_args(study, out, "--retrain-full", "--device", "cpu",
+                                        "--no-pt2")) == 0
     assert "refit   trial" in capsys.readouterr().out
     trial = optuna.load_study(study_name="ship", storage=study["url"]).best_trial
     trial_ckpt = fetch_checkpoint(trial, artifact_dir_for(study["url"]))
@@ -162,7 +163,7 @@ def test_confirm_re_runs_the_top_trials_with_other_seeds_and_ships_the_best_mean
         study, tmp_path, capsys):
     out = tmp_path / "exports"
     assert export_best.main(export_args(study, out, "--confirm", "2", "--confirm-seeds",
-                                        "1")) == 0
+                                        "1", "--no-pt2")) == 0
     text = capsys.readouterr().out
     assert text.count(", seed ") == 2 and text.count(": mean ") == 2  # 2 re-runs, 2 ranked
     assert "exporting trial" in text and (out / f"{GROUP}.pth").is_file()

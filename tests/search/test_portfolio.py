@@ -11,6 +11,7 @@ from search.portfolio import Entry, enqueue_portfolio, fits, load_portfolio
 from search.space import SearchSpace, suggest_config
 
 SMALL = TIERS[0].space()
+PATCHES = {"backbones": ("tf_efficientnet_lite0",), "backbone_modes": ("frozen", "patch")}
 
 
 def test_every_entry_says_how_it_was_found_and_sees_relief_and_ink():
@@ -18,7 +19,8 @@ def test_every_entry_says_how_it_was_found_and_sees_relief_and_ink():
     assert len(entries) >= 3 and len({e.name for e in entries}) == len(entries)
     for e in entries:
         assert len(e.found) > 40, e.name
-        space = next(t.space() for t in TIERS if fits(e.params, t.space()))
+        space = next(sp for t in TIERS for sp in (t.space(), t.space(**PATCHES))
+                     if fits(e.params, sp))
         channels = suggest_config(FixedTrial(e.params), space).model.channels
         assert "NORMAL" in channels and "GRAY" in channels, e.name
 
@@ -65,3 +67,16 @@ def test_entries_stay_scratch_cnns_in_a_space_with_backbones():
     assert trial.params["backbone"] == "scratch" and not hasattr(config.model, "backbone")
     assert not enqueue_portfolio(optuna.create_study(), SearchSpace(backbones=("resnet18",),
                                                                     scratch=False))
+
+
+def test_the_patch_entry_is_queued_where_its_backbone_and_family_are_searched():
+    from model.config import PatchConfig
+
+    with_patches = TIERS[1].space(**PATCHES)
+    study = optuna.create_study(direction="maximize")
+    queued = enqueue_portfolio(study, with_patches)
+    assert "patch224-lite0" in queued and len(queued) == 3
+    configs = [suggest_config(study.ask(), with_patches).model for _ in queued]
+    assert sum(isinstance(c, PatchConfig) for c in configs) == 1
+    # without its weights (or without the family) it is left out, a scratch entry instead
+    assert "patch224-lite0" not in enqueue_portfolio(optuna.create_study(), TIERS[1].space())

@@ -4,7 +4,7 @@ from optuna.trial import FixedTrial
 
 from data import AugmentConfig
 from model import build_model, complexity
-from model.config import BackboneConfig
+from model.config import BackboneConfig, PatchConfig
 from search.space import SearchSpace, max_depth_for, suggest_config, trial_config, widths_for
 
 
@@ -77,11 +77,16 @@ def test_pretrained_backbones_are_searched_beside_the_scratch_cnn():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3),
                                 direction="maximize")
     seen = set()
-    for _ in range(40):
+    for _ in range(60):
         trial = study.ask()
         config = suggest_config(trial, space)
         assert suggest_config(FixedTrial(trial.params), space) == config  # exact replay
-        if isinstance(config.model, BackboneConfig):
+        if isinstance(config.model, PatchConfig):
+            seen.add("patch")
+            assert config.model.input_size in space.patch_sizes
+            assert config.model.task in ("binary", "multilabel")
+            assert config.train.backbone_lr_scale == 0 and config.train.epochs == 40
+        elif isinstance(config.model, BackboneConfig):
             mode = trial.params["backbone_mode"]
             seen.add(mode)
             assert config.model.input_size in space.backbone_sizes
@@ -97,7 +102,7 @@ def test_pretrained_backbones_are_searched_beside_the_scratch_cnn():
         else:
             seen.add("scratch")
         study.tell(trial, 0.0)
-    assert seen == {"scratch", "frozen", "finetune"}
+    assert seen == {"scratch", "frozen", "finetune", "patch"}
 
 
 def test_backbones_alone_and_old_trials_replay():

@@ -5,12 +5,13 @@ import torch
 
 from data import AugmentConfig, make_split
 from data.pipeline import TrainData
-from model import CNNConfig, build_model
-from model.config import BackboneConfig
+from model import CNNConfig, build_model, model_from_checkpoint
+from model.config import BackboneConfig, PatchConfig
 from model.pretrained import WeightFinder, WeightsError, load_pretrained
 from training.config import RunConfig, TrainConfig
 from training.features import FeatureCache
 from training.loop import NonFiniteLossError, StopTraining, train
+from training.scoring import predict_set
 
 TINY = CNNConfig(input_size=32, widths=(16, 32, 64), kernel_sizes=(3, 3, 3), convs_per_block=1,
                  dense_width=32)
@@ -141,3 +142,30 @@ def test_fine_tuning_moves_the_backbone_gently(data64, backbone_weights):
 def test_a_backbone_without_weights_is_never_trained_from_random(data64):
     with pytest.raises(WeightsError, match="no ImageNet weights for mobilenetv3_large_100"):
         train(_backbone_run(0.0), data64)
+
+
+def _patch_run(memory=16, epochs=2):
+    return RunConfig(PatchConfig(backbone="mobilenetv3_large_100", channels=("GRAY", "NORMAL"),
+                                 input_size=64, memory=memory, head_width=8),
+                     TrainConfig(epochs=epochs, batch_size=16, early_stop_patience=0, lr=3e-3),
+                     AugmentConfig.from_strength(0.0, 0.0, flips=True))
+
+
+def test_a_patch_model_trains_its_head_on_features_and_a_bank_computed_once(
+        data64, backbone_weights, synthetic_set):
+    finder, cache = WeightFinder(backbone_weights), FeatureCache()
+    cfg = _patch_run().model
+    start = build_model(cfg)
+    load_pretrained(start, cfg, backbone_weights / f"{cfg.backbone}.pth")
+    a = train(_patch_run(), data64, weights=finder, features=cache)
+    backbone = {k: v for k, v in a.state_dict.items() if k.startswith("backbone.")}
+    assert backbone and all(torch.equal(v, start.state_dict()[k]) for k, v in backbone.items())
+    bank = a.state_dict["bank"]
+    assert bank.shape == (16, start.backbone.num_features) and bank.abs().sum() > 0
+    assert np.isfinite(a.val_probs).all() and a.metrics
+    b = train(_patch_run(epochs=3), data64, weights=finder, features=cache)
+    assert cache.hits == 1 and b.epochs_run == 3 and torch.equal(b.state_dict["bank"], bank)
+    # the checkpoint reproduces the validation probabilities through the full network
+    net = model_from_checkpoint(b.checkpoint(source_size=64))
+    probs = predict_set(net, synthetic_set, b.val_ids)
+    np.testing.assert_allclose(probs, b.val_probs, atol=1e-4)
