@@ -2,12 +2,15 @@
 
     python report.py --study NAME [--storage URL] [--artifact-dir DIR] [--out reports/NAME]
                      [--style paper|slides] [--flagged label_issues.csv]
+                     [--manuscript [--pdf] --title T --authors "Name (id)" ... --group G]
 
 Follows the write-up's sections (``reporting.study_report``): data, methodology,
 experimental setup, results; every figure PDF + 300 dpi PNG in one style, every table
 markdown + booktabs LaTeX + CSV. Nothing is retrained. Without the study's data (moved? pass
 --data) or weights (pass --artifact-dir) the report still holds everything the study itself
-stored, and says what it left out.
+stored, and says what it left out. --manuscript also drafts manuscript.tex, the hand-in's six
+pages in the brief's sections with the study's numbers and these figures (marked notes where
+only the team can write); --pdf compiles it and says how many pages it made.
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ from cli.checks import at_least, bad_number, folder_problem
 from cli.common import HelpFormatter, add_study_location, fail, setup_logging
 from data.cache import default_cache_dir
 from data.noise import NoiseError
+from reporting.manuscript import (
+    MAX_PAGES,
+    ManuscriptError,
+    TitlePage,
+    compile_pdf,
+    engine,
+    what_to_cut,
+)
 from reporting.plots import STYLES
 from reporting.study_report import build_report, read_flagged_list
 from search.export import select_trial
@@ -50,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-predict", action="store_true",
                    help="skip the figures that recompute validation probabilities")
     p.add_argument("--out", default=None, help="output folder (default: reports/<study>)")
+    g = p.add_argument_group("manuscript")
+    g.add_argument("--manuscript", action="store_true",
+                   help="also write manuscript.tex: a two-column draft in the brief's sections")
+    g.add_argument("--pdf", action="store_true", help="compile it (latexmk, pdflatex or "
+                   "tectonic) and say how many pages it made; implies --manuscript")
+    g.add_argument("--title", default=TitlePage.title, help="the paper's title")
+    g.add_argument("--authors", nargs="+", default=[], metavar='"NAME (ID)"',
+                   help="authors with their student ids (default: a marked placeholder)")
+    g.add_argument("--group", default="", help="team name on the title page")
     p.add_argument("--dry-run", action="store_true",
                    help="check the study and print what would be written; write nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -66,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                or folder_problem(args.cache_dir, "--cache-dir"))
     if problem:
         return fail(problem)
+    if args.pdf and engine() is None:
+        return fail("--pdf needs a TeX engine (latexmk, pdflatex or tectonic) and none is "
+                    "here: install one (Debian: apt-get install texlive-latex-recommended "
+                    "texlive-fonts-recommended), or drop --pdf and compile manuscript.tex "
+                    "elsewhere (e.g. Overleaf). Nothing was written.")
+    page = (TitlePage(args.title, tuple(args.authors), args.group)
+            if args.manuscript or args.pdf else None)
     try:
         storage = open_existing_storage(url)
         study = load_study(args.study, storage)
@@ -86,12 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         r = build_report(study, best, out, storage=storage, artifact_dir=artifact_dir,
                          data_path=args.data, cache_dir=args.cache_dir,
-                         predict=not args.no_predict, style=args.style, flagged=flagged)
+                         predict=not args.no_predict, style=args.style, flagged=flagged,
+                         manuscript=page)
     except OSError as exc:
         return fail(f"cannot write the report into {out}: {exc}.")
     for note in r.notes:
         print(f"note    {note}")
     print(f"wrote   {len(r.files)} files to {out}/; start with {out / 'report.md'}")
+    if page is not None:
+        print(f"wrote   {out / 'manuscript.tex'} (the hand-in's draft: fill in the framed "
+              "'To write' notes)")
+    return compile_manuscript(out / "manuscript.tex") if args.pdf else 0
+
+
+def compile_manuscript(tex: Path) -> int:
+    """--pdf: compile, say how many pages it made and what is wrong with it."""
+    try:
+        done = compile_pdf(tex)
+    except ManuscriptError as exc:
+        return fail(f"{exc} The report and manuscript.tex are written.")
+    print(f"wrote   {done.pdf} ({done.pages} pages, {done.engine})")
+    if done.undefined:
+        print(f"warning undefined references in the manuscript: {', '.join(done.undefined)}",
+              file=sys.stderr)
+    if done.overfull:
+        print(f"warning {len(done.overfull)} lines stick out of their column (up to "
+              f"{max(done.overfull):.0f} pt); see {tex.with_suffix('.log')}", file=sys.stderr)
+    if done.too_long:
+        cut = what_to_cut(tex.read_text())
+        print(f"warning {done.pages} pages: the brief allows {MAX_PAGES}. Cut "
+              + ", ".join(cut[:3]) + " first (or shorten the prose you add).", file=sys.stderr)
     return 0
 
 

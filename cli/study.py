@@ -154,7 +154,7 @@ def run_in_process(session: Session, device: torch.device, n_trials: int, *,
                                    on_result=[notes], on_stop=[notes.stopped],
                                    deadline=deadline, weights=weights)
         run(session, objective, n_trials=n_trials, timeout=timeout,
-            on_trial=progress.on_trial, stop=stop)
+            on_trial=progress.on_trial, stop=stop, on_notice=progress.study_bar.write)
 
 
 def run_worker(session: Session, device: torch.device, n_trials: int, *,
@@ -171,7 +171,7 @@ def run_worker(session: Session, device: torch.device, n_trials: int, *,
             objective = make_objective(session, device, deadline=deadline, on_result=[notes],
                                        on_stop=[notes.stopped], weights=weights)
             run(session, objective, n_trials=n_trials, timeout=timeout, on_trial=on_trial,
-                stop=stop)
+                stop=stop, on_notice=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         print("interrupted: the running trial (if any) is FAIL and queued again", flush=True)
         return 130

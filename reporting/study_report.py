@@ -58,9 +58,10 @@ from data.noise import flagged_hash, given_classes, joint_probs, read_flagged
 from data.sources import strip_extension
 from data.split import Split
 from model import PROB_NAMES, targets_to_truth
-from model.config import BackboneConfig
+from model.config import BackboneConfig, PatchConfig
 from reporting import plots
 from reporting.data_report import CLASS_NAMES, class_list, class_of
+from reporting.manuscript import Facts, TitlePage, manuscript_tex
 from reporting.plots import LABELS, FigureStyle
 from reporting.tables import latex_table, markdown_table, staged_output, write_csv
 from search.export import fetch_checkpoint, study_data, test_metrics, validation_targets
@@ -95,6 +96,7 @@ class Report:
     sections: dict[str, list[str]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    facts: Facts = field(default_factory=Facts)  # what the manuscript's prose needs
 
     def add(self, section: str, *lines: str) -> None:
         self.sections.setdefault(section, []).extend(lines)
@@ -379,6 +381,9 @@ ARCH_SETTINGS = {
     "dense_width": "hidden dense units (0: linear head)",
     "dense_dropout": "dropout before the output layer",
     "task": "output head",
+    "strides": "feature stages (stride)",
+    "memory": "memory bank (good patches)",
+    "head_width": "hidden channels of the patch head",
 }
 TASK_HEADS = {"multilabel": "2 sigmoids (print, physical)", "binary": "1 sigmoid (defect)",
               "multiclass": "softmax over the 4 X_Y classes"}
@@ -397,7 +402,12 @@ def architecture_rows(cfg: RunConfig, best: FrozenTrial) -> list[dict]:
                  if f.name == "stem" else fmt(v))
         rows.append({"setting": ARCH_SETTINGS.get(f.name, f.name.replace("_", " ")),
                      "value": value, "field": f.name})
-    if isinstance(arch, BackboneConfig):
+    if isinstance(arch, PatchConfig):
+        rows += [{"setting": "patches per side", "value": f"{arch.grid}x{arch.grid}",
+                  "field": ""},
+                 {"setting": "backbone training", "field": "",
+                  "value": "frozen (its features computed once; the head trains)"}]
+    elif isinstance(arch, BackboneConfig):
         scale = cfg.train.backbone_lr_scale
         rows.append({"setting": "backbone training", "field": "backbone_lr_scale",
                      "value": "frozen (only the head trains)" if scale == 0 else
@@ -423,9 +433,13 @@ def methodology_section(r: Report, best: FrozenTrial, cfg: RunConfig | None) -> 
           f"{a.get('params', 0):,} parameters, {a.get('macs', 0) / 1e6:.1f} M multiply-adds "
           "per eraser.", "")
     if cfg is not None:
-        kind = ("a pretrained timm backbone with an inspection head"
+        kind = ("a pretrained timm backbone's local features scored patch by patch"
+                if isinstance(cfg.model, PatchConfig) else
+                "a pretrained timm backbone with an inspection head"
                 if isinstance(cfg.model, BackboneConfig) else "a CNN trained from scratch")
-        r.table(sec, "architecture", architecture_rows(cfg, best),
+        rows = architecture_rows(cfg, best)
+        r.facts.architecture = [(x["setting"], str(x["value"])) for x in rows]
+        r.table(sec, "architecture", rows,
                 f"Architecture of the best trial: {kind} (`field`: its name in the run "
                 "file, `python train.py --print-config`).")
 
@@ -565,6 +579,7 @@ def study_figures(r: Report, study: optuna.Study, metric: str) -> None:
              "optimization_history", f"Optimisation history: validation {metric} of each "
              "completed trial, the best so far, and where pruned trials stood when stopped.")
     importances, why_not = plots.param_importances(study)
+    r.facts.importances = dict(importances or {})
     if importances:
         rows = [{"parameter": k, "importance": round(v, 4)} for k, v in importances.items()]
         top = min(TOP_PARAMS, len(rows))
@@ -791,7 +806,12 @@ def best_trial_results(r: Report, best: FrozenTrial, artifact_dir: Path,
             "erasers, recomputed from its stored weights at its stored thresholds). Graded: "
             f"mean AUC-PR {mean_ap:.3f}, mean F1 {mean_f1:.3f} over print error, physical "
             "error and no defect.")
+    r.facts.validation = {
+        **{f"{name}_{k}": x[col] for name, x in zip(CLASSES, rows, strict=True)
+           for k, col in (("ap", "auc_pr"), ("f1", "f1"))},
+        "graded_ap": mean_ap, "graded_f1": mean_f1}
     test = test_metrics(net, data, split)
+    r.facts.test = dict(test or {})
     if test is not None:
         t_truth = targets_to_truth(validation_targets(data, split.test_ids()))
         test_table(r, rows, test, {n: float(t_truth[:, i].mean())
@@ -824,10 +844,12 @@ def build_report(study: optuna.Study, best: FrozenTrial, out: Path, *,
                  storage: optuna.storages.BaseStorage, artifact_dir: Path,
                  data_path: str | None = None, cache_dir: str | None = None,
                  predict: bool = True, style: str = "paper",
-                 flagged: Flagged | None = None) -> Report:
+                 flagged: Flagged | None = None,
+                 manuscript: TitlePage | None = None) -> Report:
     """Write every table, figure and report.md into ``out`` (staged: all or nothing), every
     figure in ``style`` (``plots.STYLES``). ``flagged``: the study's flagged list
-    (:func:`read_flagged_list`), for the label-noise examples."""
+    (:func:`read_flagged_list`), for the label-noise examples. ``manuscript``: also the
+    draft ``manuscript.tex`` with this title page (``reporting.manuscript``)."""
     trials = study.get_trials(deepcopy=False)
     metric = study.user_attrs.get("space", {}).get("metric", "objective")
     with staged_output(out) as stage, plots.figure_style(style) as st:
@@ -855,6 +877,12 @@ def build_report(study: optuna.Study, best: FrozenTrial, out: Path, *,
             best_trial_results(r, best, artifact_dir, sd)
         (stage / "report.md").write_text(report_md(r, study))
         r.files.append("report.md")
+        if manuscript is not None:
+            (stage / "manuscript.tex").write_text(manuscript_tex(
+                study, best, cfg, r.files, r.facts, manuscript,
+                augmentation_text(cfg.augment) if cfg and build_augmenter(cfg.augment)
+                else ""))
+            r.files.append("manuscript.tex")
     r.out = out
     return r
 

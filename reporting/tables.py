@@ -74,6 +74,11 @@ _LATEX_SPECIAL = str.maketrans({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", 
                                 "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"})
 
 
+def latex_escape(text: object) -> str:
+    """``text`` safe in LaTeX (its ten special characters written out)."""
+    return str(text).translate(_LATEX_SPECIAL)
+
+
 def latex_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     """A ``booktabs`` tabular of dict rows (numbers right-aligned, 3 decimals like
     :func:`markdown_table`), ready to ``\\input`` into a paper; without rows, the header

@@ -25,6 +25,7 @@ from data.kinds import assess
 from data.labels import BINARY
 from data.noise import flagged_hash
 from model.pretrained import WeightFinder
+from search.blindness import BlindnessWatch, chance_of
 from search.export import exportable
 from search.objective import Objective, TrialFailed
 from search.plan import Plan
@@ -324,13 +325,20 @@ def make_objective(session: Session, device: torch.device, *,
 def run(session: Session, objective: Objective, *, n_trials: int,
         timeout: float | None = None,
         on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-        stop: GracefulStop | None = None) -> None:
+        stop: GracefulStop | None = None,
+        on_notice: Callable[[str], None] | None = None) -> None:
     """Train trials until the study has ``n_trials`` finished ones (a study-wide total).
 
     With ``stop`` (a :class:`~search.study.GracefulStop` in effect), Ctrl-C/SIGTERM fail only
-    the running trial (queued again) and raise ``KeyboardInterrupt`` at a safe point."""
+    the running trial (queued again) and raise ``KeyboardInterrupt`` at a safe point. With
+    ``on_notice`` the study watches for a defect kind it stays blind to
+    (:class:`~search.blindness.BlindnessWatch`), says so there and queues what can see it."""
+    callbacks = [on_trial] if on_trial else []
+    if on_notice is not None and session.data.targets is not None:
+        callbacks.append(BlindnessWatch(session.space, chance_of(session.data, session.split),
+                                        on_notice))
     run_trials(session.study, objective, n_trials=n_trials, timeout=timeout,
-               catch=(TrialFailed,), callbacks=[on_trial] if on_trial else [], stop=stop)
+               catch=(TrialFailed,), callbacks=callbacks, stop=stop)
 
 
 def best_trials(study: optuna.Study, top: int = 5) -> list[optuna.trial.FrozenTrial]:
