@@ -9,6 +9,7 @@ import pytest
 
 from bench import (
     data_path,
+    ensemble,
     gpu_workers,
     memory,
     notebook_runs,
@@ -29,7 +30,7 @@ def ratios(out: str) -> dict[str, float]:
 
 @pytest.mark.parametrize(("module", "required"), [
     (data_path, []), (trial_overhead, []), (pruning, []), (memory, []), (gpu_workers, []),
-    (notebook_runs, []), (suite, ["--work", "unused"])])
+    (notebook_runs, []), (suite, ["--work", "unused"]), (ensemble, ["--work", "unused"])])
 def test_every_script_has_help_and_a_dry_run(module, required, capsys):
     with pytest.raises(SystemExit) as exc:
         module.main(["--help"])
