@@ -185,6 +185,11 @@ def make_checkpoint(
         "threshold_policy": threshold_policy,
         "val_metrics": dict(metrics),
     }
+    return _stamped(ckpt, meta)
+
+
+def _stamped(ckpt: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """``ckpt`` with ``meta``, the package versions and the time, as plain data."""
     ckpt.update(meta)
     ckpt["versions"] = package_versions()
     ckpt["created"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -232,10 +237,7 @@ def make_ensemble_checkpoint(
         "threshold_policy": threshold_policy,
         "val_metrics": dict(metrics),
     }
-    ckpt.update(meta)
-    ckpt["versions"] = package_versions()
-    ckpt["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return _plain(ckpt, "checkpoint")
+    return _stamped(ckpt, meta)
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Path:

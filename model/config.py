@@ -73,6 +73,27 @@ class ArchBase:
     """What both architecture configs share: their plain-data form (``to_dict``/``from_dict``,
     what a checkpoint stores) and the network's input and output counts."""
 
+    def _coerce(self, sequences: tuple[str, ...] = (), integers: tuple[str, ...] = (),
+                numbers: tuple[str, ...] = ()) -> None:
+        """Lists to tuples, numpy scalars to Python numbers (configs from JSON or an Optuna
+        trial then compare and hash normally), each field checked for its kind."""
+        owner = type(self).__name__
+        for name in sequences:
+            value = getattr(self, name)
+            if isinstance(value, str) or not hasattr(value, "__iter__"):
+                raise ValueError(f"{owner}.{name} must be a sequence, got {value!r}")
+            object.__setattr__(self, name, tuple(value))  # how a frozen dataclass adjusts
+        for name in integers:
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"{owner}.{name} must be an integer, "
+                                 f"got {getattr(self, name)!r}")
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name in numbers:
+            if not _is_number(getattr(self, name)):
+                raise ValueError(f"{owner}.{name} must be a number, "
+                                 f"got {getattr(self, name)!r}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+
     @property
     def in_channels(self) -> int:
         """Number of input channels the network sees."""
@@ -253,19 +274,8 @@ class BackboneConfig(ArchBase):
     task: str = "multilabel"
 
     def __post_init__(self) -> None:
-        value = self.channels
-        if isinstance(value, str) or not hasattr(value, "__iter__"):
-            raise ValueError(f"BackboneConfig.channels must be a sequence, got {value!r}")
-        object.__setattr__(self, "channels", tuple(value))
-        for name in ("input_size", "dense_width"):
-            if not _is_int(getattr(self, name)):
-                raise ValueError(f"BackboneConfig.{name} must be an integer, "
-                                 f"got {getattr(self, name)!r}")
-            object.__setattr__(self, name, int(getattr(self, name)))
-        if not _is_number(self.dense_dropout):
-            raise ValueError(f"BackboneConfig.dense_dropout must be a number, "
-                             f"got {self.dense_dropout!r}")
-        object.__setattr__(self, "dense_dropout", float(self.dense_dropout))
+        self._coerce(sequences=("channels",), integers=("input_size", "dense_width"),
+                     numbers=("dense_dropout",))
         if self.backbone not in BACKBONES:
             raise ValueError(f"BackboneConfig.backbone {self.backbone!r} is unknown; known: "
                              f"{list(BACKBONES)}")
@@ -314,23 +324,11 @@ class PatchConfig(ArchBase):
     task: str = "multilabel"
 
     def __post_init__(self) -> None:
-        for name in ("channels", "strides"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not hasattr(value, "__iter__"):
-                raise ValueError(f"PatchConfig.{name} must be a sequence, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
-        for name in ("input_size", "memory", "head_width"):
-            if not _is_int(getattr(self, name)):
-                raise ValueError(f"PatchConfig.{name} must be an integer, "
-                                 f"got {getattr(self, name)!r}")
-            object.__setattr__(self, name, int(getattr(self, name)))
+        self._coerce(sequences=("channels", "strides"),
+                     integers=("input_size", "memory", "head_width"), numbers=("dense_dropout",))
         if not all(_is_int(v) for v in self.strides):
             raise ValueError(f"PatchConfig.strides must hold integers, got {self.strides!r}")
         object.__setattr__(self, "strides", tuple(int(v) for v in self.strides))
-        if not _is_number(self.dense_dropout):
-            raise ValueError(f"PatchConfig.dense_dropout must be a number, "
-                             f"got {self.dense_dropout!r}")
-        object.__setattr__(self, "dense_dropout", float(self.dense_dropout))
         if self.backbone not in BACKBONES:
             raise ValueError(f"PatchConfig.backbone {self.backbone!r} is unknown; known: "
                              f"{list(BACKBONES)}")
