@@ -3,14 +3,9 @@ are not square, drawn per eraser in eraser-local coordinates."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .geometry import rounded_square_sdf, uniform
-
-if TYPE_CHECKING:  # the scene imports this module; only its type is needed here
-    from .scene import Scene
 
 PHYSICAL_KINDS: tuple[str, ...] = ("crack", "residue", "chip", "dent", "non_square")
 """Physical defect kinds (Y = 1)."""
@@ -93,27 +88,28 @@ def random_walk(
     return np.clip(pts, -half, half)
 
 
-def eraser_sdf(a: np.ndarray, b: np.ndarray, sc: Scene) -> np.ndarray:
-    """Outline of the eraser, including outline defects (non-square, chipped corner)."""
-    php = sc.php
-    if sc.physical_kind == "non_square":
+def eraser_sdf(a: np.ndarray, b: np.ndarray, half: float, radius: float, kind: str,
+               php: dict) -> np.ndarray:
+    """Outline of the eraser (``half`` side, corner ``radius``), including outline defects
+    (``kind`` non-square or chip, with parameters ``php``)."""
+    if kind == "non_square":
         u, v = (b, a) if php["swap"] else (a, b)
         t = php["amount"]
         if php["mode"] == "trapezoid":
-            u = u / (1 + t * v / sc.half)
+            u = u / (1 + t * v / half)
         elif php["mode"] == "skew":
             u = u - t * v
         else:  # stretch: a rectangle instead of a square
             u, v = u / (1 + t / 2), v / (1 - t / 2)
         a, b = (v, u) if php["swap"] else (u, v)
-    sdf = rounded_square_sdf(a, b, sc.half, sc.radius)
-    if sc.physical_kind == "chip":
+    sdf = rounded_square_sdf(a, b, half, radius)
+    if kind == "chip":
         sa, sb = php["corner"]
         # the cut runs from (corner - da along a) to (corner - db along b); the signed
         # distance to it is positive on the corner's side, where the eraser is removed
         # (depths count from the rounded corner: 0.6 r more, or a small chip would miss it)
-        ca, cb = sa * sc.half, sb * sc.half
-        da, db = php["da"] + 0.6 * sc.radius, php["db"] + 0.6 * sc.radius
+        ca, cb = sa * half, sb * half
+        da, db = php["da"] + 0.6 * radius, php["db"] + 0.6 * radius
         na, nb = sa * db, sb * da  # normal of the cut, pointing to the corner
         norm = float(np.hypot(na, nb))
         dist = ((a - (ca - sa * da)) * na + (b - cb) * nb) / norm
@@ -124,19 +120,20 @@ def eraser_sdf(a: np.ndarray, b: np.ndarray, sc: Scene) -> np.ndarray:
     return sdf
 
 
-def crack_profile(x: np.ndarray, y: np.ndarray, sc: Scene, px: float) -> np.ndarray:
-    """Groove profile in [0, 1] of the crack polylines, computed only around the crack."""
-    php = sc.php
+def crack_profile(x: np.ndarray, y: np.ndarray, php: dict, centre: tuple[float, float],
+                  angle: float, px: float) -> np.ndarray:
+    """Groove profile in [0, 1] of the crack polylines (``php``, eraser-local) of an eraser at
+    ``centre`` turned by ``angle``, computed only around the crack."""
     size = x.shape[0]
     out = np.zeros((size, size), np.float32)
     # below one pixel a groove would fall between pixel centres: keep it at least ~a pixel wide
     width = max(php["width"], 0.6 * px)
-    c, s = np.cos(sc.angle), np.sin(sc.angle)
+    c, s = np.cos(angle), np.sin(angle)
     for path in php["paths"]:
         pts = np.stack(
             [
-                c * path[:, 0] - s * path[:, 1] + sc.centre[0],
-                s * path[:, 0] + c * path[:, 1] + sc.centre[1],
+                c * path[:, 0] - s * path[:, 1] + centre[0],
+                s * path[:, 0] + c * path[:, 1] + centre[1],
             ],
             axis=1,
         ).astype(np.float32)

@@ -107,7 +107,7 @@ def render(sc: Scene, size: int, logo: bool = True) -> np.ndarray:
 
     # Geometry: eraser, optional neighbour, coverage (anti-aliased) and height map.
     a, b = to_local(x, y, sc.centre, sc.angle)
-    sdf = eraser_sdf(a, b, sc)
+    sdf = eraser_sdf(a, b, sc.half, sc.radius, sc.physical_kind, sc.php)
     cov = np.clip(f32(0.5) - sdf * f32(1 / px), 0, 1)
     height = f32(_ERASER_HEIGHT) * smoothstep(sdf * f32(-1 / _BEVEL))
     cov_n = None
@@ -142,7 +142,7 @@ def render(sc: Scene, size: int, logo: bool = True) -> np.ndarray:
     residue = None
     kind, php = sc.physical_kind, sc.php
     if kind == "crack":
-        groove = crack_profile(x, y, sc, px) * cov
+        groove = crack_profile(x, y, php, sc.centre, sc.angle, px) * cov
         height -= f32(php["depth"]) * groove
         ao = f32(php["ao"]) * groove
     elif kind == "dent":
